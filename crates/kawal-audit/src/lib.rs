@@ -1,0 +1,2 @@
+//! kawal audit.
+#![forbid(unsafe_code)]

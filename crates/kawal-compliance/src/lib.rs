@@ -1,0 +1,2 @@
+//! kawal compliance.
+#![forbid(unsafe_code)]

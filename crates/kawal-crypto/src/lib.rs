@@ -1,0 +1,2 @@
+//! kawal crypto.
+#![forbid(unsafe_code)]

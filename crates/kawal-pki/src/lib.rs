@@ -1,0 +1,2 @@
+//! kawal pki.
+#![forbid(unsafe_code)]

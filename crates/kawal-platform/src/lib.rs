@@ -1,0 +1,2 @@
+//! kawal platform.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! kawal store.
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! The kawal binary.
+#![forbid(unsafe_code)]
+fn main() {}
