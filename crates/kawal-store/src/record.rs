@@ -1,0 +1,202 @@
+//! Record encoding: header, keyed-hash key, sealed payload, associated data.
+//!
+//! Stored value: `format u8 = 1 | class u8 | class-key version u32 | index-key version u32 | sealed`
+//! where `sealed = AEAD(len(key) u32 | key | value)` and the associated data is
+//! `"kawal-store/v1" | len(table) | table | keyed-hash | header`.
+use std::sync::Arc;
+
+use kawal_crypto::keys::{KeyVersion, Pii, RecordIndex, StoreData};
+use redb::{ReadTransaction, TableDefinition, WriteTransaction};
+use zeroize::Zeroizing;
+
+use crate::cache::{ClassKey, KeyCache};
+use crate::{Error, RecordClass, Result, Table, keyring};
+
+const FORMAT: u8 = 1;
+const HEADER_LEN: usize = 10;
+const MAX_KEY_LEN: usize = 1024;
+
+/// The redb table behind a logical table.
+pub(crate) fn definition(
+    table: Table,
+) -> Result<TableDefinition<'static, &'static [u8], &'static [u8]>> {
+    check_table(table.name)?;
+    Ok(TableDefinition::new(table_name(table.name)))
+}
+
+/// "r:<name>", made once per distinct table name (a small set fixed in the code).
+fn table_name(name: &'static str) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    names
+        .entry(name)
+        .or_insert_with(|| Box::leak(format!("{}{name}", crate::RECORD_PREFIX).into_boxed_str()))
+}
+
+fn check_table(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            name: name.into(),
+            reason: "table names are 1-64 of [a-z0-9_-]",
+        })
+    }
+}
+
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidName {
+            name: key.chars().take(64).collect(),
+            reason: "record keys are 1-1024 bytes",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn class_of(raw: &[u8]) -> Option<RecordClass> {
+    raw.get(1).copied().and_then(RecordClass::from_code)
+}
+
+fn aad(table: &str, hash: &[u8; 32], header: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(64 + table.len());
+    a.extend_from_slice(b"kawal-store/v1");
+    a.extend_from_slice(&(table.len() as u64).to_be_bytes());
+    a.extend_from_slice(table.as_bytes());
+    a.extend_from_slice(hash);
+    a.extend_from_slice(header);
+    a
+}
+
+/// The key versions a transaction sees.
+pub(crate) struct Versions {
+    data: keyring::KeyringEntry,
+    pii: keyring::KeyringEntry,
+    index: keyring::KeyringEntry,
+}
+
+impl Versions {
+    pub(crate) fn read(tx: &ReadTransaction, cache: &KeyCache) -> Result<Self> {
+        Ok(Self {
+            data: cache.entry(keyring::raw_read::<StoreData>(tx)?)?,
+            pii: cache.entry(keyring::raw_read::<Pii>(tx)?)?,
+            index: cache.entry(keyring::raw_read::<RecordIndex>(tx)?)?,
+        })
+    }
+
+    pub(crate) fn write(tx: &WriteTransaction, cache: &KeyCache) -> Result<Self> {
+        Ok(Self {
+            data: cache.entry(keyring::raw_write::<StoreData>(tx)?)?,
+            pii: cache.entry(keyring::raw_write::<Pii>(tx)?)?,
+            index: cache.entry(keyring::raw_write::<RecordIndex>(tx)?)?,
+        })
+    }
+
+    fn class(&self, class: RecordClass) -> &keyring::KeyringEntry {
+        match class {
+            RecordClass::Data => &self.data,
+            RecordClass::Pii => &self.pii,
+        }
+    }
+
+    fn current(entry: &keyring::KeyringEntry) -> Result<&KeyVersion> {
+        entry
+            .get(entry.current)
+            .ok_or(Error::Metadata { what: "keyring" })
+    }
+}
+
+/// Seals and opens the records of one table.
+pub(crate) struct Codec {
+    table: Table,
+    seal_key: Arc<ClassKey>,
+    index: Arc<kawal_crypto::keys::MacKey<RecordIndex>>,
+    versions: Versions,
+    cache: Arc<KeyCache>,
+}
+
+impl Codec {
+    pub(crate) fn new(table: Table, versions: Versions, cache: &Arc<KeyCache>) -> Result<Self> {
+        let seal_kv = Versions::current(versions.class(table.class))?;
+        let seal_key = cache.class_key(table.class, seal_kv)?;
+        let index = cache.index_key(Versions::current(&versions.index)?)?;
+        Ok(Self {
+            table,
+            seal_key,
+            index,
+            versions,
+            cache: cache.clone(),
+        })
+    }
+
+    pub(crate) fn hash(&self, key: &str) -> [u8; 32] {
+        self.index
+            .mac_parts(&[self.table.name.as_bytes(), key.as_bytes()])
+    }
+
+    pub(crate) fn seal(&self, key: &str, value: &[u8]) -> Result<([u8; 32], Vec<u8>)> {
+        let hash = self.hash(key);
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = FORMAT;
+        header[1] = self.table.class.code();
+        header[2..6].copy_from_slice(&self.seal_key.version().to_be_bytes());
+        header[6..10].copy_from_slice(&self.index.version().to_be_bytes());
+        let mut plain = Zeroizing::new(Vec::with_capacity(4 + key.len() + value.len()));
+        // check_key bounds keys to 1024 bytes, so the length fits.
+        plain.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+        plain.extend_from_slice(key.as_bytes());
+        plain.extend_from_slice(value);
+        let sealed = self
+            .seal_key
+            .seal(&aad(self.table.name, &hash, &header), &plain)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&sealed);
+        Ok((hash, out))
+    }
+
+    /// Opens a stored value found under `hash`; returns the plaintext key and value.
+    pub(crate) fn open(&self, hash: &[u8; 32], raw: &[u8]) -> Result<(String, Zeroizing<Vec<u8>>)> {
+        let tampered = || Error::Tampered {
+            table: self.table.name.to_owned(),
+        };
+        if raw.len() < HEADER_LEN || raw[0] != FORMAT {
+            return Err(tampered());
+        }
+        let (header, sealed) = raw.split_at(HEADER_LEN);
+        let class = RecordClass::from_code(header[1]).ok_or_else(tampered)?;
+        if class != self.table.class {
+            return Err(tampered());
+        }
+        let version = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
+        let kv = self
+            .versions
+            .class(class)
+            .get(version)
+            .ok_or(Error::KeyDestroyed {
+                table: self.table.name.to_owned(),
+                version,
+            })?;
+        let key = self.cache.class_key(class, kv)?;
+        let plain = key
+            .open(&aad(self.table.name, hash, header), sealed)
+            .map_err(|_| tampered())?;
+        let (len, rest) = plain.split_at_checked(4).ok_or_else(tampered)?;
+        let klen = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let (name, value) = rest.split_at_checked(klen).ok_or_else(tampered)?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| tampered())?
+            .to_owned();
+        Ok((name, Zeroizing::new(value.to_vec())))
+    }
+}
