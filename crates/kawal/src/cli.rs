@@ -1,0 +1,354 @@
+//! Command-line interface.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kawal_audit::{Filter, Outcome};
+
+use crate::device::Device;
+use crate::error::{CliError, Context, Exit, Result};
+use crate::{config, daemon, evaluate, output, provision, reset};
+
+/// kawal: a secure IoT gateway meeting every control of the Malaysian IoT device security code G045 (2024).
+#[derive(Debug, Parser)]
+#[command(name = "kawal", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct DataDir {
+    /// The device's data folder.
+    #[arg(long, default_value = "/var/lib/kawal")]
+    data_dir: PathBuf,
+    /// File holding the key-encryption passphrase (or set KAWAL_PASSPHRASE).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Provision a device: UID, sealed root secret, identity, one-time admin password.
+    Init {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Make a dev CA and certificate on the spot (not for production).
+        #[arg(long)]
+        dev: bool,
+        /// The factory-assigned UID (otherwise derived from hardware identity).
+        #[arg(long)]
+        uid: Option<String>,
+        /// Namespace for the UID derived from hardware identity.
+        #[arg(long, default_value = "kawal")]
+        vendor_namespace: String,
+        /// Write the certificate signing request here.
+        #[arg(long)]
+        csr_out: Option<PathBuf>,
+        /// Write the one-time admin password to this label file (mode 0600) instead of stdout.
+        #[arg(long)]
+        label_out: Option<PathBuf>,
+    },
+    /// Run the daemon.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A dev device in its own folder and the daemon on 127.0.0.1: the product in one command.
+    Demo {
+        /// The demo folder (reused if it exists).
+        #[arg(long, default_value = "kawal-demo")]
+        dir: PathBuf,
+    },
+    /// Evaluate all 44 G045 controls on this device and write the report.
+    Audit {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Report format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: Format,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the power-up self-test and print each result.
+    Selftest {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// The security event log.
+    Log {
+        #[command(subcommand)]
+        action: LogAction,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Crypto-erase the device: destroy the root secret, then all data.
+    Reset {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Required: this is the secure reset.
+        #[arg(long, required = true)]
+        secure: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Md,
+    Html,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogAction {
+    /// Verify the chain, signatures and anchor; names the first bad entry.
+    Verify {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Print entries.
+    Show {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Only events with this name or below it (e.g. "daemon").
+        #[arg(long)]
+        event: Option<String>,
+        /// Only entries from this sequence number on.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only this outcome.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Print JSON lines as stored.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Rotate one purpose's key: new version, records re-sealed, old version destroyed.
+    Rotate {
+        #[command(flatten)]
+        dir: DataDir,
+        /// store-data, pii, record-index, session, config-mac, backup or audit-signing.
+        purpose: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Validate a configuration file exactly as `kawal run` does.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Entry point: parse, run, map errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::err(&format!("kawal: {e}"));
+            ExitCode::from(e.exit as u8)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAWAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn passphrase(d: &DataDir) -> Result<Option<kawal_crypto::secret::SecretString>> {
+    crate::device::read_passphrase(d.passphrase_file.as_deref())
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Init { dir, dev, uid, vendor_namespace, csr_out, label_out } => {
+            let p = provision::init(&provision::InitOptions {
+                data_dir: provision::absolute(&dir.data_dir)?,
+                dev,
+                uid,
+                vendor_namespace,
+                csr_out,
+                label_out: label_out.clone(),
+                passphrase: passphrase(&dir)?,
+                argon2: kawal_crypto::password::Argon2Params::OWASP,
+            })?;
+            output::line(&format!("device {} provisioned in {}", p.uid, dir.data_dir.display()));
+            if let Some(csr) = p.csr {
+                output::line(&format!("certificate signing request: {}", csr.display()));
+            }
+            match (p.admin_password, label_out) {
+                (Some(pw), _) => output::line(&format!("admin password (shown once, change at first login): {}", pw.expose())),
+                (None, Some(l)) => output::line(&format!("admin password written to {}", l.display())),
+                (None, None) => {}
+            }
+            Ok(())
+        }
+        Command::Run { config } => {
+            let cfg = config::load(&config)?;
+            let pass = crate::device::read_passphrase(cfg.passphrase_file.as_deref())?;
+            daemon::run(&cfg, pass.as_ref())
+        }
+        Command::Demo { dir } => daemon::demo(&dir),
+        Command::Audit { dir, format, out } => {
+            let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
+            let report = evaluate::report(&dev)?;
+            let text = match format {
+                Format::Json => kawal_compliance::render::to_json(&report).or_exit(Exit::Failure, "json")?,
+                Format::Md => kawal_compliance::render::to_markdown(&report),
+                Format::Html => kawal_compliance::render::to_html(&report),
+            };
+            let log = dev.audit_log(1000)?;
+            crate::device::record(
+                &log,
+                kawal_audit::Event::new("report.generated", "kawal-audit", Outcome::Info)
+                    .with("met", report.summary.met as u64)
+                    .with("not_met", report.summary.not_met as u64),
+            )?;
+            log.close().or_exit(Exit::Io, "audit log")?;
+            match out {
+                Some(path) => {
+                    crate::device::write_atomic(&path, text.as_bytes(), 0o644)?;
+                    output::line(&format!(
+                        "report written to {}: {} met, {} not met, {} manual, {} not applicable",
+                        path.display(),
+                        report.summary.met,
+                        report.summary.not_met,
+                        report.summary.manual,
+                        report.summary.not_applicable
+                    ));
+                }
+                None => output::raw(&text),
+            }
+            Ok(())
+        }
+        Command::Selftest { dir } => daemon::selftest_cmd(&dir.data_dir, passphrase(&dir)?.as_ref()),
+        Command::Log { action } => log_cmd(action),
+        Command::Keys { action: KeysAction::Rotate { dir, purpose } } => {
+            rotate(&dir.data_dir, passphrase(&dir)?.as_ref(), &purpose)
+        }
+        Command::Config { action: ConfigAction::Check { file } } => {
+            let cfg = config::load(&file)?;
+            output::line(&format!("{}: valid", file.display()));
+            for item in cfg.insecure {
+                output::line(&format!("warning: insecure setting: {item}"));
+            }
+            Ok(())
+        }
+        Command::Reset { dir, secure, yes } => {
+            if !secure {
+                return Err(CliError::new(Exit::NoPerm, "only --secure reset exists"));
+            }
+            reset::reset_secure(&dir.data_dir, yes, passphrase(&dir)?.as_ref())
+        }
+    }
+}
+
+fn log_cmd(action: LogAction) -> Result<()> {
+    match action {
+        LogAction::Verify { dir } => {
+            let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
+            use kawal_audit::AnchorStore;
+            let anchor = crate::device::StoreAnchor(dev.store.clone()).load().or_exit(Exit::DataErr, "anchor")?;
+            let keys = dev.trusted_audit_keys()?;
+            match kawal_audit::verify(&dev.layout.dir, &dev.info.uid, &keys, anchor.as_ref()) {
+                Ok(r) => {
+                    output::line(&format!(
+                        "audit log OK: {} entries, {} signed checkpoints, last seq {}, anchor {}",
+                        r.entries,
+                        r.checkpoints,
+                        r.last_seq,
+                        if r.anchor_checked { "checked" } else { "absent" }
+                    ));
+                    Ok(())
+                }
+                Err(e) => Err(CliError::new(Exit::DataErr, format!("audit log does NOT verify: {e}"))),
+            }
+        }
+        LogAction::Show { dir, event, since, outcome, json } => {
+            let outcome = match outcome.as_deref() {
+                None => None,
+                Some(o) => Some(Outcome::from_name(o).ok_or_else(|| {
+                    CliError::new(Exit::Config, "--outcome: one of success, failure, denied, info")
+                })?),
+            };
+            let filter = Filter { event_prefix: event, since_seq: since, outcome, include_checkpoints: json };
+            for e in kawal_audit::read_entries(&dir.data_dir, filter).or_exit(Exit::Io, "audit log")? {
+                let e = e.or_exit(Exit::DataErr, "audit log")?;
+                if json {
+                    output::line(&String::from_utf8_lossy(&e.canonical_bytes()));
+                } else {
+                    let details = String::from_utf8_lossy(&e.canonical_bytes()).into_owned();
+                    let details = details.split("\"details\":").nth(1).and_then(|d| d.split(",\"prev\"").next()).unwrap_or("{}").to_owned();
+                    output::line(&format!("{:>6} {} [{}] {:<22} {:<8} {} {}", e.seq, e.wall, e.clock, e.event, e.outcome.as_str(), e.actor, details));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn rotate(dir: &std::path::Path, pass: Option<&kawal_crypto::secret::SecretString>, purpose: &str) -> Result<()> {
+    use kawal_crypto::keys::*;
+    use kawal_audit::CheckpointSigner;
+    let dev = Device::open(dir, pass)?;
+    let old_signer = dev.audit_signer()?;
+    let r = match purpose {
+        "store-data" => dev.store.rotate::<StoreData>(),
+        "pii" => dev.store.rotate::<Pii>(),
+        "record-index" => dev.store.rotate::<RecordIndex>(),
+        "session" => dev.store.rotate::<Session>(),
+        "config-mac" => dev.store.rotate::<ConfigMac>(),
+        "backup" => dev.store.rotate::<Backup>(),
+        "audit-signing" => {
+            // Keep the retired public key so checkpoints it signed still verify.
+            dev.store
+                .put(crate::device::tables::AUDIT_KEYS, &old_signer.key_version().to_string(), &old_signer.public_key())
+                .or_exit(Exit::Io, "store")?;
+            dev.store.rotate::<AuditSigning>()
+        }
+        other => {
+            return Err(CliError::new(
+                Exit::Config,
+                format!("unknown purpose '{other}': store-data, pii, record-index, session, config-mac, backup, audit-signing"),
+            ));
+        }
+    }
+    .or_exit(Exit::DataErr, "rotation failed; nothing changed")?;
+    let log = dev.audit_log(1000)?;
+    crate::device::record(
+        &log,
+        kawal_audit::Event::new("keys.rotated", "kawal-keys", Outcome::Success)
+            .with("purpose", r.purpose)
+            .with("old_version", u64::from(r.old_version))
+            .with("new_version", u64::from(r.new_version))
+            .with("records_resealed", r.records_resealed),
+    )?;
+    log.close().or_exit(Exit::Io, "audit log")?;
+    output::line(&format!(
+        "{}: version {} destroyed, version {} current, {} record(s) re-sealed",
+        r.purpose, r.old_version, r.new_version, r.records_resealed
+    ));
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! `kawal run`, `kawal selftest` and `kawal demo`.
+//!
+//! Start-up order: self-test of the primitives → unseal → open the store → store read-back →
+//! audit "daemon.started" → serve → on SIGTERM/SIGINT audit "daemon.stopped" and a final
+//! signed checkpoint. Any self-test failure: nothing is served, the reason is logged, exit 70.
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use kawal_audit::{Event, Outcome};
+use kawal_crypto::secret::SecretString;
+use kawal_platform::selftest::{self, SelfTestReport};
+
+use crate::config::ValidConfig;
+use crate::device::{self, Device, tables};
+use crate::error::{CliError, Context, Exit, Result};
+use crate::output;
+
+/// A failure to inject into the self-test, from `KAWAL_SELFTEST_INJECT`; debug builds only,
+/// so tests can watch the refusal. Release builds ignore it.
+fn injected_fault() -> Option<String> {
+    if cfg!(debug_assertions) { std::env::var("KAWAL_SELFTEST_INJECT").ok() } else { None }
+}
+
+/// Runs the power-up self-test against an opened device.
+pub fn self_test(dev: Option<&Device>) -> SelfTestReport {
+    let fault = injected_fault();
+    selftest::run(fault.as_deref(), || {
+        let Some(dev) = dev else { return Err("the store could not be opened".into()) };
+        let probe = kawal_crypto::rng::array::<16>().map_err(|e| e.to_string())?;
+        dev.store.put(tables::HEALTH, "selftest-probe", &probe).map_err(|e| e.to_string())?;
+        match dev.store.get(tables::HEALTH, "selftest-probe").map_err(|e| e.to_string())? {
+            Some(v) if v[..] == probe[..] => Ok(()),
+            _ => Err("store read-back did not return what was written".into()),
+        }
+    })
+}
+
+/// Keeps the last self-test in the store, for `kawal audit`.
+fn keep_report(dev: &Device, report: &SelfTestReport) -> Result<()> {
+    let json = serde_json::to_vec(&StoredSelfTest { at: kawal_audit::WallTime::now().to_string(), report: report.clone() })
+        .or_exit(Exit::Failure, "self-test record")?;
+    dev.store.put(tables::HEALTH, "selftest", &json).or_exit(Exit::Io, "store")
+}
+
+/// The last self-test, as kept in the store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredSelfTest {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Its results.
+    pub report: SelfTestReport,
+}
+
+fn selftest_event(report: &SelfTestReport) -> Event {
+    let failed: Vec<&str> = report.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    Event::new(
+        if report.passed { "selftest.passed" } else { "selftest.failed" },
+        "kawal",
+        if report.passed { Outcome::Success } else { Outcome::Failure },
+    )
+    .with("checks", report.checks.len() as u64)
+    .with("failed", failed.join(","))
+    .with("micros", report.total_micros)
+}
+
+/// Prints each check.
+pub fn print_report(report: &SelfTestReport) {
+    for c in &report.checks {
+        let mark = if c.passed { "pass" } else { "FAIL" };
+        output::line(&format!("{mark}  {:<18} {:>8} µs  {}", c.name, c.micros, c.detail));
+    }
+    output::line(&format!(
+        "self-test {}: {} checks, {} µs ({} µs without Argon2id)",
+        if report.passed { "passed" } else { "FAILED" },
+        report.checks.len(),
+        report.total_micros,
+        report.total_micros_without_argon2
+    ));
+}
+
+/// `kawal selftest`: the same checks as start-up, printed; exit 70 on failure.
+pub fn selftest_cmd(dir: &Path, passphrase: Option<&SecretString>) -> Result<()> {
+    let dev = Device::open(dir, passphrase);
+    let report = self_test(dev.as_ref().ok());
+    print_report(&report);
+    if let Ok(dev) = &dev {
+        keep_report(dev, &report)?;
+        let log = dev.audit_log(1000)?;
+        device::record(&log, selftest_event(&report).with("trigger", "operator"))?;
+        log.close().or_exit(Exit::Io, "audit log")?;
+    }
+    match (report.passed, dev) {
+        (true, Ok(_)) => Ok(()),
+        (_, Err(e)) => Err(e),
+        (false, Ok(_)) => Err(CliError::new(Exit::SelfTest, "self-test failed")),
+    }
+}
+
+/// Binds the listening addresses now, so a busy port is a clear error at start.
+fn check_ports(addrs: &[(&str, SocketAddr)]) -> Result<()> {
+    for (name, addr) in addrs {
+        TcpListener::bind(addr).map_err(|e| {
+            CliError::new(Exit::NoPerm, format!("cannot listen on {addr} for the {name}: {e} (is another kawal or service using it?)"))
+        })?;
+    }
+    Ok(())
+}
+
+/// `kawal run`: serve until SIGTERM or SIGINT.
+pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()> {
+    for item in &config.insecure {
+        tracing::warn!(setting = %item, "insecure setting in force");
+    }
+    check_ports(&[("management API", config.api), ("MQTT listener", config.mqtt)])?;
+    let dev = Device::open(&config.data_dir, passphrase);
+    let report = self_test(dev.as_ref().ok());
+    let dev = dev?;
+    keep_report(&dev, &report)?;
+    let log = dev.audit_log(config.checkpoint_every)?;
+    device::record(&log, selftest_event(&report).with("trigger", "power-up"))?;
+    if !report.passed {
+        for c in report.checks.iter().filter(|c| !c.passed) {
+            tracing::error!(check = %c.name, detail = %c.detail, "self-test failed");
+        }
+        log.close().or_exit(Exit::Io, "audit log")?;
+        return Err(CliError::new(Exit::SelfTest, "power-up self-test failed: not serving"));
+    }
+    let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
+        .with("version", crate::PRODUCT)
+        .with("uid", dev.info.uid.as_str())
+        .with("pid", u64::from(std::process::id()));
+    if !config.insecure.is_empty() {
+        started = started.with("insecure_settings", config.insecure.join("; "));
+    }
+    device::record(&log, started)?;
+    tracing::info!(uid = %dev.info.uid, "kawal started");
+    let signal = wait_for_shutdown()?;
+    device::record(&log, Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal))?;
+    log.close().or_exit(Exit::Io, "audit log")?;
+    tracing::info!(signal, "kawal stopped");
+    Ok(())
+}
+
+fn wait_for_shutdown() -> Result<&'static str> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().or_exit(Exit::Failure, "runtime")?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).or_exit(Exit::Failure, "SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).or_exit(Exit::Failure, "SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    })
+}
+
+/// `kawal demo`: a dev device in its own folder, then the daemon on 127.0.0.1.
+pub fn demo(dir: &Path) -> Result<()> {
+    let dir = crate::provision::absolute(dir)?;
+    let data = dir.join("data");
+    let config_path = dir.join("kawal.toml");
+    let api: SocketAddr = "127.0.0.1:8443".parse().or_exit(Exit::Failure, "address")?;
+    let mqtt: SocketAddr = "127.0.0.1:8883".parse().or_exit(Exit::Failure, "address")?;
+    check_ports(&[("management API", api), ("MQTT listener", mqtt)])?;
+    let fresh = !crate::device::Layout::new(&data).is_provisioned();
+    if fresh {
+        std::fs::create_dir_all(&dir).or_exit(Exit::Io, "demo folder")?;
+        let p = crate::provision::init(&crate::provision::InitOptions {
+            data_dir: data.clone(),
+            dev: true,
+            uid: None,
+            vendor_namespace: "kawal-demo".into(),
+            csr_out: None,
+            label_out: None,
+            passphrase: None,
+            argon2: kawal_crypto::password::Argon2Params::OWASP,
+        })?;
+        let config = format!(
+            "# kawal demo configuration (made by `kawal demo`)\ndata-dir = {:?}\n\n[listen]\napi = \"{api}\"\nmqtt = \"{mqtt}\"\n",
+            data.display().to_string()
+        );
+        device::write_atomic(&config_path, config.as_bytes(), 0o644)?;
+        output::line(&format!("demo device {} provisioned in {}", p.uid, dir.display()));
+        if let Some(pw) = p.admin_password {
+            output::line(&format!("admin password (shown once, change at first login): {}", pw.expose()));
+        }
+    } else {
+        output::line(&format!("reusing the demo device in {} (its admin password was shown when it was made; delete the folder for a new one)", dir.display()));
+    }
+    output::line(&format!("console: https://{api}/ (the management API and console are not in this build yet)"));
+    output::line(&format!("report:  kawal audit --data-dir {} --format html --out report.html", data.display()));
+    output::line("stop with Ctrl-C");
+    let config = crate::config::load(&config_path)?;
+    run(&config, None)
+}
+
+/// The demo folder by default.
+pub fn default_demo_dir() -> PathBuf {
+    PathBuf::from("kawal-demo")
+}

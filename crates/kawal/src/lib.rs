@@ -1,0 +1,24 @@
+//! kawal: the CLI, configuration, provisioning, the daemon and the G045 report.
+//!
+//! - [`cli`]: argument parsing and dispatch; [`output`] is the only module that prints.
+//! - [`config`]: the TOML configuration, validated in two stages.
+//! - [`device`]: the data folder, unsealing, the store and the audit log of one device.
+//! - [`provision`]: `kawal init`; [`reset`]: `kawal reset --secure`.
+//! - [`daemon`]: `kawal run` and `kawal demo`.
+//! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod device;
+pub mod error;
+pub mod evaluate;
+pub mod output;
+pub mod provision;
+pub mod reset;
+
+pub use error::{CliError, Exit};
+
+/// The product name and version, as reports print it.
+pub const PRODUCT: &str = concat!("kawal ", env!("CARGO_PKG_VERSION"));
