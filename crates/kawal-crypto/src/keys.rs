@@ -136,6 +136,13 @@ impl KeyHierarchy {
         Ok(SecretArray::new(*out))
     }
 
+    /// The derived bytes of purpose `P` at version `kv`, for tests that scan logs and files
+    /// for them. Test builds only.
+    #[cfg(feature = "test-export")]
+    pub fn export_for_tests<P: Purpose>(&self, kv: &KeyVersion) -> Result<[u8; 32]> {
+        Ok(*self.derive::<P>(kv)?.expose())
+    }
+
     /// The AEAD key of purpose `P` at version `kv`.
     pub fn aead<P: AeadPurpose>(&self, kv: &KeyVersion) -> Result<AeadKey<P>> {
         let bytes = self.derive::<P>(kv)?;

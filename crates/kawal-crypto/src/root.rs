@@ -53,6 +53,12 @@ impl RootSecret {
         self.0.expose()
     }
 
+    /// The root's bytes, for tests that scan logs and files for them. Test builds only.
+    #[cfg(feature = "test-export")]
+    pub fn export_for_tests(&self) -> [u8; 32] {
+        *self.0.expose()
+    }
+
     /// Seals the root for storage. `context` (the device UID) is bound as associated data.
     pub fn seal(&self, kek: &KekInputs<'_>, context: &[u8]) -> Result<Vec<u8>> {
         let mut header = Vec::with_capacity(HEADER_LEN);
