@@ -1,6 +1,12 @@
 //! Sealed store vs the same redb unencrypted, same run, same machine: the cost of DS-1-3.
 //! Run: `cargo bench -p kawal-store --bench sealed_vs_plain`. Prints ratios (sealed / plain).
-#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::disallowed_macros, clippy::cast_precision_loss, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::disallowed_macros,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +29,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let value = vec![0xa5u8; 256];
     let keys = Arc::new(KeyHierarchy::new(RootSecret::generate().unwrap()));
-    let store = Store::create(&dir.path().join("sealed.redb"), keys, Sharing::MultiProcess).unwrap();
+    let store =
+        Store::create(&dir.path().join("sealed.redb"), keys, Sharing::MultiProcess).unwrap();
     let mut b = redb::Database::builder();
     b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
     let plain = b.create(dir.path().join("plain.redb")).unwrap();
@@ -31,7 +38,9 @@ fn main() {
     let n_put = 300u64;
     let n_get = 20_000u64;
     let batch = 1000u64;
-    let names: Vec<String> = (0..batch.max(n_put)).map(|i| format!("sensor-{i:06}")).collect();
+    let names: Vec<String> = (0..batch.max(n_put))
+        .map(|i| format!("sensor-{i:06}"))
+        .collect();
     let mut rows = Vec::new();
     for round in 0..3 {
         let sealed_put = time(n_put, || {
@@ -42,12 +51,18 @@ fn main() {
         let plain_put = time(n_put, || {
             for k in &names[..n_put as usize] {
                 let tx = plain.begin_write().unwrap();
-                tx.open_table(PLAIN).unwrap().insert(k.as_str(), value.as_slice()).unwrap();
+                tx.open_table(PLAIN)
+                    .unwrap()
+                    .insert(k.as_str(), value.as_slice())
+                    .unwrap();
                 tx.commit().unwrap();
             }
         });
         let sealed_batch = time(batch, || {
-            let recs: Vec<(&str, &[u8])> = names[..batch as usize].iter().map(|k| (k.as_str(), value.as_slice())).collect();
+            let recs: Vec<(&str, &[u8])> = names[..batch as usize]
+                .iter()
+                .map(|k| (k.as_str(), value.as_slice()))
+                .collect();
             store.put_many(T, &recs).unwrap();
         });
         let plain_batch = time(batch, || {
@@ -70,12 +85,22 @@ fn main() {
             for i in 0..n_get {
                 let tx = plain.begin_read().unwrap();
                 let t = tx.open_table(PLAIN).unwrap();
-                let v = t.get(names[(i % batch) as usize].as_str()).unwrap().unwrap();
+                let v = t
+                    .get(names[(i % batch) as usize].as_str())
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(v.value().len(), 256);
             }
         });
         if round > 0 {
-            rows.push((sealed_put, plain_put, sealed_batch, plain_batch, sealed_get, plain_get));
+            rows.push((
+                sealed_put,
+                plain_put,
+                sealed_batch,
+                plain_batch,
+                sealed_get,
+                plain_get,
+            ));
         }
     }
     let med = |f: fn(&(f64, f64, f64, f64, f64, f64)) -> (f64, f64)| {
@@ -89,6 +114,9 @@ fn main() {
         ("batched put (1000 per commit)", med(|r| (r.2, r.3))),
         ("get (own read transaction)", med(|r| (r.4, r.5))),
     ] {
-        println!("{name:<32} sealed {s:9.2} µs  plain {p:9.2} µs  ratio {:.2}x", s / p);
+        println!(
+            "{name:<32} sealed {s:9.2} µs  plain {p:9.2} µs  ratio {:.2}x",
+            s / p
+        );
     }
 }

@@ -51,7 +51,7 @@ pub(crate) struct KeyCache {
     keys: Arc<KeyHierarchy>,
     class: Mutex<HashMap<Slot, Arc<ClassKey>>>,
     index: Mutex<IndexKeys>,
-    entries: Mutex<HashMap<Vec<u8>, KeyringEntry>>,
+    entries: Mutex<HashMap<Vec<u8>, Arc<KeyringEntry>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,12 +104,13 @@ impl KeyCache {
     }
 
     /// Decodes a raw key-ring entry, reusing the last decode of the same bytes.
-    pub(crate) fn entry(&self, raw: Vec<u8>) -> Result<KeyringEntry> {
+    pub(crate) fn entry(&self, raw: Vec<u8>) -> Result<Arc<KeyringEntry>> {
         if let Some(e) = lock(&self.entries).get(&raw) {
             return Ok(e.clone());
         }
-        let e: KeyringEntry =
-            serde_json::from_slice(&raw).map_err(|_| Error::Metadata { what: "keyring" })?;
+        let e: Arc<KeyringEntry> = Arc::new(
+            serde_json::from_slice(&raw).map_err(|_| Error::Metadata { what: "keyring" })?,
+        );
         let mut map = lock(&self.entries);
         if map.len() > 64 {
             map.clear();

@@ -78,12 +78,15 @@ pub(crate) fn current<P: Purpose>(tx: &WriteTransaction) -> Result<KeyVersion> {
     Ok(v)
 }
 
-/// The raw bytes of `P`'s entry in a read transaction.
-pub(crate) fn raw_read<P: Purpose>(tx: &ReadTransaction) -> Result<Vec<u8>> {
+/// The raw bytes of two entries, read through one table handle.
+pub(crate) fn raw_read_pair(tx: &ReadTransaction, a: &str, b: &str) -> Result<[Vec<u8>; 2]> {
     let t = tx.open_table(KEYRING).ctx("open keyring")?;
-    let raw = t.get(P::LABEL).ctx("read keyring")?;
-    raw.map(|r| r.value().to_vec())
-        .ok_or(Error::Metadata { what: "keyring" })
+    let get = |label: &str| -> Result<Vec<u8>> {
+        let raw = t.get(label).ctx("read keyring")?;
+        raw.map(|r| r.value().to_vec())
+            .ok_or(Error::Metadata { what: "keyring" })
+    };
+    Ok([get(a)?, get(b)?])
 }
 
 /// The raw bytes of `P`'s entry in a write transaction, creating it when new.

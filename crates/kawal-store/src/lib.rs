@@ -264,13 +264,17 @@ impl Store {
     fn codec_write(&self, tx: &redb::WriteTransaction, table: Table) -> Result<record::Codec> {
         record::Codec::new(
             table,
-            record::Versions::write(tx, &self.cache)?,
+            record::Versions::write(tx, &self.cache, table.class)?,
             &self.cache,
         )
     }
 
     fn codec_read(&self, tx: &redb::ReadTransaction, table: Table) -> Result<record::Codec> {
-        record::Codec::new(table, record::Versions::read(tx, &self.cache)?, &self.cache)
+        record::Codec::new(
+            table,
+            record::Versions::read(tx, &self.cache, table.class)?,
+            &self.cache,
+        )
     }
 
     /// Seals and durably stores `value` under `key`; returns once it is on stable storage.

@@ -78,35 +78,45 @@ fn aad(table: &str, hash: &[u8; 32], header: &[u8]) -> Vec<u8> {
     a
 }
 
-/// The key versions a transaction sees.
+/// The key versions a transaction sees: the table's class key and the record-index key.
 pub(crate) struct Versions {
-    data: keyring::KeyringEntry,
-    pii: keyring::KeyringEntry,
-    index: keyring::KeyringEntry,
+    class: Arc<keyring::KeyringEntry>,
+    index: Arc<keyring::KeyringEntry>,
+}
+
+fn class_label(class: RecordClass) -> &'static str {
+    match class {
+        RecordClass::Data => <StoreData as kawal_crypto::keys::Purpose>::LABEL,
+        RecordClass::Pii => <Pii as kawal_crypto::keys::Purpose>::LABEL,
+    }
 }
 
 impl Versions {
-    pub(crate) fn read(tx: &ReadTransaction, cache: &KeyCache) -> Result<Self> {
+    pub(crate) fn read(tx: &ReadTransaction, cache: &KeyCache, class: RecordClass) -> Result<Self> {
+        let [c, i] = keyring::raw_read_pair(
+            tx,
+            class_label(class),
+            <RecordIndex as kawal_crypto::keys::Purpose>::LABEL,
+        )?;
         Ok(Self {
-            data: cache.entry(keyring::raw_read::<StoreData>(tx)?)?,
-            pii: cache.entry(keyring::raw_read::<Pii>(tx)?)?,
-            index: cache.entry(keyring::raw_read::<RecordIndex>(tx)?)?,
+            class: cache.entry(c)?,
+            index: cache.entry(i)?,
         })
     }
 
-    pub(crate) fn write(tx: &WriteTransaction, cache: &KeyCache) -> Result<Self> {
+    pub(crate) fn write(
+        tx: &WriteTransaction,
+        cache: &KeyCache,
+        class: RecordClass,
+    ) -> Result<Self> {
+        let c = match class {
+            RecordClass::Data => keyring::raw_write::<StoreData>(tx)?,
+            RecordClass::Pii => keyring::raw_write::<Pii>(tx)?,
+        };
         Ok(Self {
-            data: cache.entry(keyring::raw_write::<StoreData>(tx)?)?,
-            pii: cache.entry(keyring::raw_write::<Pii>(tx)?)?,
+            class: cache.entry(c)?,
             index: cache.entry(keyring::raw_write::<RecordIndex>(tx)?)?,
         })
-    }
-
-    fn class(&self, class: RecordClass) -> &keyring::KeyringEntry {
-        match class {
-            RecordClass::Data => &self.data,
-            RecordClass::Pii => &self.pii,
-        }
     }
 
     fn current(entry: &keyring::KeyringEntry) -> Result<&KeyVersion> {
@@ -127,7 +137,7 @@ pub(crate) struct Codec {
 
 impl Codec {
     pub(crate) fn new(table: Table, versions: Versions, cache: &Arc<KeyCache>) -> Result<Self> {
-        let seal_kv = Versions::current(versions.class(table.class))?;
+        let seal_kv = Versions::current(&versions.class)?;
         let seal_key = cache.class_key(table.class, seal_kv)?;
         let index = cache.index_key(Versions::current(&versions.index)?)?;
         Ok(Self {
@@ -181,7 +191,7 @@ impl Codec {
         let version = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
         let kv = self
             .versions
-            .class(class)
+            .class
             .get(version)
             .ok_or(Error::KeyDestroyed {
                 table: self.table.name.to_owned(),

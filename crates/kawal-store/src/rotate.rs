@@ -92,7 +92,7 @@ impl Store {
                 };
                 let codec = record::Codec::new(
                     table,
-                    record::Versions::write(&tx, &self.cache)?,
+                    record::Versions::write(&tx, &self.cache, table.class)?,
                     &self.cache,
                 )?;
                 let opened = rows
@@ -116,7 +116,7 @@ impl Store {
             for (table, hashes, opened) in pending {
                 let codec = record::Codec::new(
                     table,
-                    record::Versions::write(&tx, &self.cache)?,
+                    record::Versions::write(&tx, &self.cache, table.class)?,
                     &self.cache,
                 )?;
                 let mut t = tx
