@@ -174,7 +174,10 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAWAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn passphrase(d: &DataDir) -> Result<Option<kawal_crypto::secret::SecretString>> {
@@ -183,7 +186,14 @@ fn passphrase(d: &DataDir) -> Result<Option<kawal_crypto::secret::SecretString>>
 
 fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Init { dir, dev, uid, vendor_namespace, csr_out, label_out } => {
+        Command::Init {
+            dir,
+            dev,
+            uid,
+            vendor_namespace,
+            csr_out,
+            label_out,
+        } => {
             let p = provision::init(&provision::InitOptions {
                 data_dir: provision::absolute(&dir.data_dir)?,
                 dev,
@@ -194,13 +204,22 @@ fn dispatch(command: Command) -> Result<()> {
                 passphrase: passphrase(&dir)?,
                 argon2: kawal_crypto::password::Argon2Params::OWASP,
             })?;
-            output::line(&format!("device {} provisioned in {}", p.uid, dir.data_dir.display()));
+            output::line(&format!(
+                "device {} provisioned in {}",
+                p.uid,
+                dir.data_dir.display()
+            ));
             if let Some(csr) = p.csr {
                 output::line(&format!("certificate signing request: {}", csr.display()));
             }
             match (p.admin_password, label_out) {
-                (Some(pw), _) => output::line(&format!("admin password (shown once, change at first login): {}", pw.expose())),
-                (None, Some(l)) => output::line(&format!("admin password written to {}", l.display())),
+                (Some(pw), _) => output::line(&format!(
+                    "admin password (shown once, change at first login): {}",
+                    pw.expose()
+                )),
+                (None, Some(l)) => {
+                    output::line(&format!("admin password written to {}", l.display()))
+                }
                 (None, None) => {}
             }
             Ok(())
@@ -215,7 +234,9 @@ fn dispatch(command: Command) -> Result<()> {
             let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
             let report = evaluate::report(&dev)?;
             let text = match format {
-                Format::Json => kawal_compliance::render::to_json(&report).or_exit(Exit::Failure, "json")?,
+                Format::Json => {
+                    kawal_compliance::render::to_json(&report).or_exit(Exit::Failure, "json")?
+                }
                 Format::Md => kawal_compliance::render::to_markdown(&report),
                 Format::Html => kawal_compliance::render::to_html(&report),
             };
@@ -243,12 +264,16 @@ fn dispatch(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Selftest { dir } => daemon::selftest_cmd(&dir.data_dir, passphrase(&dir)?.as_ref()),
-        Command::Log { action } => log_cmd(action),
-        Command::Keys { action: KeysAction::Rotate { dir, purpose } } => {
-            rotate(&dir.data_dir, passphrase(&dir)?.as_ref(), &purpose)
+        Command::Selftest { dir } => {
+            daemon::selftest_cmd(&dir.data_dir, passphrase(&dir)?.as_ref())
         }
-        Command::Config { action: ConfigAction::Check { file } } => {
+        Command::Log { action } => log_cmd(action),
+        Command::Keys {
+            action: KeysAction::Rotate { dir, purpose },
+        } => rotate(&dir.data_dir, passphrase(&dir)?.as_ref(), &purpose),
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => {
             let cfg = config::load(&file)?;
             output::line(&format!("{}: valid", file.display()));
             for item in cfg.insecure {
@@ -270,7 +295,9 @@ fn log_cmd(action: LogAction) -> Result<()> {
         LogAction::Verify { dir } => {
             let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
             use kawal_audit::AnchorStore;
-            let anchor = crate::device::StoreAnchor(dev.store.clone()).load().or_exit(Exit::DataErr, "anchor")?;
+            let anchor = crate::device::StoreAnchor(dev.store.clone())
+                .load()
+                .or_exit(Exit::DataErr, "anchor")?;
             let keys = dev.trusted_audit_keys()?;
             match kawal_audit::verify(&dev.layout.dir, &dev.info.uid, &keys, anchor.as_ref()) {
                 Ok(r) => {
@@ -279,29 +306,66 @@ fn log_cmd(action: LogAction) -> Result<()> {
                         r.entries,
                         r.checkpoints,
                         r.last_seq,
-                        if r.anchor_checked { "checked" } else { "absent" }
+                        if r.anchor_checked {
+                            "checked"
+                        } else {
+                            "absent"
+                        }
                     ));
                     Ok(())
                 }
-                Err(e) => Err(CliError::new(Exit::DataErr, format!("audit log does NOT verify: {e}"))),
+                Err(e) => Err(CliError::new(
+                    Exit::DataErr,
+                    format!("audit log does NOT verify: {e}"),
+                )),
             }
         }
-        LogAction::Show { dir, event, since, outcome, json } => {
+        LogAction::Show {
+            dir,
+            event,
+            since,
+            outcome,
+            json,
+        } => {
             let outcome = match outcome.as_deref() {
                 None => None,
                 Some(o) => Some(Outcome::from_name(o).ok_or_else(|| {
-                    CliError::new(Exit::Config, "--outcome: one of success, failure, denied, info")
+                    CliError::new(
+                        Exit::Config,
+                        "--outcome: one of success, failure, denied, info",
+                    )
                 })?),
             };
-            let filter = Filter { event_prefix: event, since_seq: since, outcome, include_checkpoints: json };
-            for e in kawal_audit::read_entries(&dir.data_dir, filter).or_exit(Exit::Io, "audit log")? {
+            let filter = Filter {
+                event_prefix: event,
+                since_seq: since,
+                outcome,
+                include_checkpoints: json,
+            };
+            for e in
+                kawal_audit::read_entries(&dir.data_dir, filter).or_exit(Exit::Io, "audit log")?
+            {
                 let e = e.or_exit(Exit::DataErr, "audit log")?;
                 if json {
                     output::line(&String::from_utf8_lossy(&e.canonical_bytes()));
                 } else {
                     let details = String::from_utf8_lossy(&e.canonical_bytes()).into_owned();
-                    let details = details.split("\"details\":").nth(1).and_then(|d| d.split(",\"prev\"").next()).unwrap_or("{}").to_owned();
-                    output::line(&format!("{:>6} {} [{}] {:<22} {:<8} {} {}", e.seq, e.wall, e.clock, e.event, e.outcome.as_str(), e.actor, details));
+                    let details = details
+                        .split("\"details\":")
+                        .nth(1)
+                        .and_then(|d| d.split(",\"prev\"").next())
+                        .unwrap_or("{}")
+                        .to_owned();
+                    output::line(&format!(
+                        "{:>6} {} [{}] {:<22} {:<8} {} {}",
+                        e.seq,
+                        e.wall,
+                        e.clock,
+                        e.event,
+                        e.outcome.as_str(),
+                        e.actor,
+                        details
+                    ));
                 }
             }
             Ok(())
@@ -309,9 +373,13 @@ fn log_cmd(action: LogAction) -> Result<()> {
     }
 }
 
-fn rotate(dir: &std::path::Path, pass: Option<&kawal_crypto::secret::SecretString>, purpose: &str) -> Result<()> {
-    use kawal_crypto::keys::*;
+fn rotate(
+    dir: &std::path::Path,
+    pass: Option<&kawal_crypto::secret::SecretString>,
+    purpose: &str,
+) -> Result<()> {
     use kawal_audit::CheckpointSigner;
+    use kawal_crypto::keys::*;
     let dev = Device::open(dir, pass)?;
     let old_signer = dev.audit_signer()?;
     let r = match purpose {

@@ -44,7 +44,9 @@ pub struct RawDevice {
 
 impl Default for RawDevice {
     fn default() -> Self {
-        Self { vendor_namespace: default_vendor() }
+        Self {
+            vendor_namespace: default_vendor(),
+        }
     }
 }
 
@@ -110,7 +112,9 @@ pub struct RawAudit {
 
 impl Default for RawAudit {
     fn default() -> Self {
-        Self { checkpoint_every: default_checkpoint() }
+        Self {
+            checkpoint_every: default_checkpoint(),
+        }
     }
 }
 
@@ -132,7 +136,10 @@ pub struct RawListen {
 
 impl Default for RawListen {
     fn default() -> Self {
-        Self { api: default_api(), mqtt: default_mqtt() }
+        Self {
+            api: default_api(),
+            mqtt: default_mqtt(),
+        }
     }
 }
 
@@ -178,7 +185,9 @@ impl RawConfig {
         let ns = &self.device.vendor_namespace;
         if ns.is_empty()
             || ns.len() > 64
-            || !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || !ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             errors.push("device.vendor-namespace: 1-64 characters of [A-Za-z0-9._-]".into());
         }
@@ -253,13 +262,21 @@ pub fn check_permissions(path: &Path, what: &str, secret: bool) -> Result<()> {
     if mode & 0o022 != 0 {
         return Err(CliError::new(
             Exit::NoPerm,
-            format!("{what} {} is group- or world-writable (mode {:o}); refusing", path.display(), mode & 0o777),
+            format!(
+                "{what} {} is group- or world-writable (mode {:o}); refusing",
+                path.display(),
+                mode & 0o777
+            ),
         ));
     }
     if secret && mode & 0o044 != 0 {
         return Err(CliError::new(
             Exit::NoPerm,
-            format!("{what} {} is readable by others (mode {:o}); refusing", path.display(), mode & 0o777),
+            format!(
+                "{what} {} is readable by others (mode {:o}); refusing",
+                path.display(),
+                mode & 0o777
+            ),
         ));
     }
     Ok(())
@@ -274,7 +291,14 @@ pub fn load(path: &Path) -> Result<ValidConfig> {
     let raw: RawConfig = toml::from_str(&text)
         .map_err(|e| CliError::new(Exit::Config, format!("{}: {e}", path.display())))?;
     let valid = raw.validate().map_err(|ConfigErrors(errs)| {
-        CliError::new(Exit::Config, format!("{}: invalid configuration:\n  {}", path.display(), errs.join("\n  ")))
+        CliError::new(
+            Exit::Config,
+            format!(
+                "{}: invalid configuration:\n  {}",
+                path.display(),
+                errs.join("\n  ")
+            ),
+        )
     })?;
     if let Some(p) = &valid.passphrase_file {
         check_permissions(p, "passphrase file", true)?;
@@ -302,7 +326,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let e = parse("data-dir = \"/x\"\n[listen]\napi = \"127.0.0.1:1\"\ntelnet = \"0.0.0.0:23\"").unwrap_err();
+        let e =
+            parse("data-dir = \"/x\"\n[listen]\napi = \"127.0.0.1:1\"\ntelnet = \"0.0.0.0:23\"")
+                .unwrap_err();
         assert!(e.contains("telnet"), "{e}");
     }
 
@@ -312,7 +338,14 @@ mod tests {
             "data-dir = \"rel\"\n[device]\nvendor-namespace = \"a b\"\n[audit]\ncheckpoint-every = 0\n[listen]\napi = \"nope\"\nmqtt = \"127.0.0.1:0\"\n[passwords]\nargon2-memory-kib = 1024",
         )
         .unwrap_err();
-        for key in ["data-dir", "device.vendor-namespace", "audit.checkpoint-every", "listen.api", "listen.mqtt", "passwords.argon2"] {
+        for key in [
+            "data-dir",
+            "device.vendor-namespace",
+            "audit.checkpoint-every",
+            "listen.api",
+            "listen.mqtt",
+            "passwords.argon2",
+        ] {
             assert!(e.contains(key), "missing {key} in:\n{e}");
         }
     }

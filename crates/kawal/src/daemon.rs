@@ -18,17 +18,29 @@ use crate::output;
 /// A failure to inject into the self-test, from `KAWAL_SELFTEST_INJECT`; debug builds only,
 /// so tests can watch the refusal. Release builds ignore it.
 fn injected_fault() -> Option<String> {
-    if cfg!(debug_assertions) { std::env::var("KAWAL_SELFTEST_INJECT").ok() } else { None }
+    if cfg!(debug_assertions) {
+        std::env::var("KAWAL_SELFTEST_INJECT").ok()
+    } else {
+        None
+    }
 }
 
 /// Runs the power-up self-test against an opened device.
 pub fn self_test(dev: Option<&Device>) -> SelfTestReport {
     let fault = injected_fault();
     selftest::run(fault.as_deref(), || {
-        let Some(dev) = dev else { return Err("the store could not be opened".into()) };
+        let Some(dev) = dev else {
+            return Err("the store could not be opened".into());
+        };
         let probe = kawal_crypto::rng::array::<16>().map_err(|e| e.to_string())?;
-        dev.store.put(tables::HEALTH, "selftest-probe", &probe).map_err(|e| e.to_string())?;
-        match dev.store.get(tables::HEALTH, "selftest-probe").map_err(|e| e.to_string())? {
+        dev.store
+            .put(tables::HEALTH, "selftest-probe", &probe)
+            .map_err(|e| e.to_string())?;
+        match dev
+            .store
+            .get(tables::HEALTH, "selftest-probe")
+            .map_err(|e| e.to_string())?
+        {
             Some(v) if v[..] == probe[..] => Ok(()),
             _ => Err("store read-back did not return what was written".into()),
         }
@@ -37,9 +49,14 @@ pub fn self_test(dev: Option<&Device>) -> SelfTestReport {
 
 /// Keeps the last self-test in the store, for `kawal audit`.
 fn keep_report(dev: &Device, report: &SelfTestReport) -> Result<()> {
-    let json = serde_json::to_vec(&StoredSelfTest { at: kawal_audit::WallTime::now().to_string(), report: report.clone() })
-        .or_exit(Exit::Failure, "self-test record")?;
-    dev.store.put(tables::HEALTH, "selftest", &json).or_exit(Exit::Io, "store")
+    let json = serde_json::to_vec(&StoredSelfTest {
+        at: kawal_audit::WallTime::now().to_string(),
+        report: report.clone(),
+    })
+    .or_exit(Exit::Failure, "self-test record")?;
+    dev.store
+        .put(tables::HEALTH, "selftest", &json)
+        .or_exit(Exit::Io, "store")
 }
 
 /// The last self-test, as kept in the store.
@@ -52,11 +69,24 @@ pub struct StoredSelfTest {
 }
 
 fn selftest_event(report: &SelfTestReport) -> Event {
-    let failed: Vec<&str> = report.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
     Event::new(
-        if report.passed { "selftest.passed" } else { "selftest.failed" },
+        if report.passed {
+            "selftest.passed"
+        } else {
+            "selftest.failed"
+        },
         "kawal",
-        if report.passed { Outcome::Success } else { Outcome::Failure },
+        if report.passed {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        },
     )
     .with("checks", report.checks.len() as u64)
     .with("failed", failed.join(","))
@@ -67,7 +97,10 @@ fn selftest_event(report: &SelfTestReport) -> Event {
 pub fn print_report(report: &SelfTestReport) {
     for c in &report.checks {
         let mark = if c.passed { "pass" } else { "FAIL" };
-        output::line(&format!("{mark}  {:<18} {:>8} µs  {}", c.name, c.micros, c.detail));
+        output::line(&format!(
+            "{mark}  {:<18} {:>8} µs  {}",
+            c.name, c.micros, c.detail
+        ));
     }
     output::line(&format!(
         "self-test {}: {} checks, {} µs ({} µs without Argon2id)",
@@ -111,7 +144,10 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     for item in &config.insecure {
         tracing::warn!(setting = %item, "insecure setting in force");
     }
-    check_ports(&[("management API", config.api), ("MQTT listener", config.mqtt)])?;
+    check_ports(&[
+        ("management API", config.api),
+        ("MQTT listener", config.mqtt),
+    ])?;
     let dev = Device::open(&config.data_dir, passphrase);
     let report = self_test(dev.as_ref().ok());
     let dev = dev?;
@@ -123,7 +159,10 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
             tracing::error!(check = %c.name, detail = %c.detail, "self-test failed");
         }
         log.close().or_exit(Exit::Io, "audit log")?;
-        return Err(CliError::new(Exit::SelfTest, "power-up self-test failed: not serving"));
+        return Err(CliError::new(
+            Exit::SelfTest,
+            "power-up self-test failed: not serving",
+        ));
     }
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
         .with("version", crate::PRODUCT)
@@ -135,14 +174,20 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     device::record(&log, started)?;
     tracing::info!(uid = %dev.info.uid, "kawal started");
     let signal = wait_for_shutdown()?;
-    device::record(&log, Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal))?;
+    device::record(
+        &log,
+        Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal),
+    )?;
     log.close().or_exit(Exit::Io, "audit log")?;
     tracing::info!(signal, "kawal stopped");
     Ok(())
 }
 
 fn wait_for_shutdown() -> Result<&'static str> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().or_exit(Exit::Failure, "runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .or_exit(Exit::Failure, "runtime")?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).or_exit(Exit::Failure, "SIGTERM handler")?;
@@ -162,7 +207,7 @@ pub fn demo(dir: &Path) -> Result<()> {
     let api: SocketAddr = "127.0.0.1:8443".parse().or_exit(Exit::Failure, "address")?;
     let mqtt: SocketAddr = "127.0.0.1:8883".parse().or_exit(Exit::Failure, "address")?;
     check_ports(&[("management API", api), ("MQTT listener", mqtt)])?;
-    let fresh = !crate::device::Layout::new(&data).is_provisioned();
+    let fresh = !device::Layout::new(&data).is_provisioned();
     if fresh {
         std::fs::create_dir_all(&dir).or_exit(Exit::Io, "demo folder")?;
         let p = crate::provision::init(&crate::provision::InitOptions {
@@ -180,15 +225,30 @@ pub fn demo(dir: &Path) -> Result<()> {
             data.display().to_string()
         );
         device::write_atomic(&config_path, config.as_bytes(), 0o644)?;
-        output::line(&format!("demo device {} provisioned in {}", p.uid, dir.display()));
+        output::line(&format!(
+            "demo device {} provisioned in {}",
+            p.uid,
+            dir.display()
+        ));
         if let Some(pw) = p.admin_password {
-            output::line(&format!("admin password (shown once, change at first login): {}", pw.expose()));
+            output::line(&format!(
+                "admin password (shown once, change at first login): {}",
+                pw.expose()
+            ));
         }
     } else {
-        output::line(&format!("reusing the demo device in {} (its admin password was shown when it was made; delete the folder for a new one)", dir.display()));
+        output::line(&format!(
+            "reusing the demo device in {} (its admin password was shown when it was made; delete the folder for a new one)",
+            dir.display()
+        ));
     }
-    output::line(&format!("console: https://{api}/ (the management API and console are not in this build yet)"));
-    output::line(&format!("report:  kawal audit --data-dir {} --format html --out report.html", data.display()));
+    output::line(&format!(
+        "console: https://{api}/ (the management API and console are not in this build yet)"
+    ));
+    output::line(&format!(
+        "report:  kawal audit --data-dir {} --format html --out report.html",
+        data.display()
+    ));
     output::line("stop with Ctrl-C");
     let config = crate::config::load(&config_path)?;
     run(&config, None)

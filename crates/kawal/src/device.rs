@@ -11,7 +11,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kawal_audit::{Anchor, AnchorStore, AuditLog, AuditOptions, CheckpointSigner, EntryHash, TrustedKeys};
+use kawal_audit::{
+    Anchor, AnchorStore, AuditLog, AuditOptions, CheckpointSigner, EntryHash, TrustedKeys,
+};
 use kawal_crypto::keys::{AuditSigning, KeyHierarchy, SigningKey};
 use kawal_crypto::password::Argon2Params;
 use kawal_crypto::root::{KekInputs, RootSecret};
@@ -48,7 +50,9 @@ pub struct Layout {
 impl Layout {
     /// The layout of `dir`.
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_owned() }
+        Self {
+            dir: dir.to_owned(),
+        }
     }
     /// `device.json`.
     pub fn device_json(&self) -> PathBuf {
@@ -108,12 +112,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(&tmp)
         .or_exit(Exit::Io, &format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes).or_exit(Exit::Io, &format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .or_exit(Exit::Io, &format!("cannot write {}", tmp.display()))?;
     f.sync_all().or_exit(Exit::Io, "fsync")?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).or_exit(Exit::Io, "chmod")?;
     fs::rename(&tmp, path).or_exit(Exit::Io, &format!("cannot write {}", path.display()))?;
     if let Some(parent) = path.parent() {
-        File::open(parent).and_then(|d| d.sync_all()).or_exit(Exit::Io, "fsync folder")?;
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .or_exit(Exit::Io, "fsync folder")?;
     }
     Ok(())
 }
@@ -122,9 +129,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 pub fn read_passphrase(file: Option<&Path>) -> Result<Option<SecretString>> {
     if let Some(path) = file {
         crate::config::check_permissions(path, "passphrase file", true)?;
-        let bytes = Zeroizing::new(
-            fs::read(path).or_exit(Exit::NoInput, &format!("cannot read passphrase file {}", path.display()))?,
-        );
+        let bytes = Zeroizing::new(fs::read(path).or_exit(
+            Exit::NoInput,
+            &format!("cannot read passphrase file {}", path.display()),
+        )?);
         let s = SecretString::from_utf8(&bytes)
             .ok_or_else(|| CliError::new(Exit::DataErr, "passphrase file is not UTF-8"))?;
         if s.expose().is_empty() {
@@ -143,18 +151,27 @@ pub fn read_info(layout: &Layout) -> Result<DeviceInfo> {
     if !layout.device_json().exists() {
         return Err(CliError::new(
             Exit::NoInput,
-            format!("{} is not a provisioned kawal device (no device.json); run `kawal init`", layout.dir.display()),
+            format!(
+                "{} is not a provisioned kawal device (no device.json); run `kawal init`",
+                layout.dir.display()
+            ),
         ));
     }
-    let text = fs::read_to_string(layout.device_json()).or_exit(Exit::Io, "cannot read device.json")?;
+    let text =
+        fs::read_to_string(layout.device_json()).or_exit(Exit::Io, "cannot read device.json")?;
     serde_json::from_str(&text).or_exit(Exit::DataErr, "device.json is corrupt")
 }
 
 /// Unseals the root secret of a provisioned device.
-pub fn unseal(layout: &Layout, info: &DeviceInfo, passphrase: Option<&SecretString>) -> Result<KeyHierarchy> {
+pub fn unseal(
+    layout: &Layout,
+    info: &DeviceInfo,
+    passphrase: Option<&SecretString>,
+) -> Result<KeyHierarchy> {
     let path = layout.root_sealed();
     crate::config::check_permissions(&path, "sealed root secret", true)?;
-    let blob = fs::read(&path).or_exit(Exit::NoInput, &format!("cannot read {}", path.display()))?;
+    let blob =
+        fs::read(&path).or_exit(Exit::NoInput, &format!("cannot read {}", path.display()))?;
     if info.passphrase && passphrase.is_none() {
         return Err(CliError::new(
             Exit::NoPerm,
@@ -162,7 +179,11 @@ pub fn unseal(layout: &Layout, info: &DeviceInfo, passphrase: Option<&SecretStri
         ));
     }
     let (binding, _) = kawal_platform::machine_binding(&SysRoot::host());
-    let kek = KekInputs { machine_binding: &binding, passphrase, argon2: info.kek_argon2 };
+    let kek = KekInputs {
+        machine_binding: &binding,
+        passphrase,
+        argon2: info.kek_argon2,
+    };
     let root = RootSecret::unseal(&blob, &kek, info.uid.as_bytes()).map_err(|e| {
         CliError::new(
             Exit::DataErr,
@@ -203,20 +224,33 @@ struct AnchorRecord {
 impl AnchorStore for StoreAnchor {
     fn load(&self) -> kawal_audit::Result<Option<Anchor>> {
         let bad = |what: &str| kawal_audit::Error::Anchor(what.to_owned().into());
-        let Some(raw) = self.0.get(tables::AUDIT_ANCHOR, "anchor").map_err(|e| bad(&e.to_string()))? else {
+        let Some(raw) = self
+            .0
+            .get(tables::AUDIT_ANCHOR, "anchor")
+            .map_err(|e| bad(&e.to_string()))?
+        else {
             return Ok(None);
         };
-        let r: AnchorRecord = serde_json::from_slice(&raw).map_err(|_| bad("anchor record corrupt"))?;
+        let r: AnchorRecord =
+            serde_json::from_slice(&raw).map_err(|_| bad("anchor record corrupt"))?;
         let head = EntryHash::from_hex(&r.head).ok_or_else(|| bad("anchor head"))?;
         let sig: [u8; 64] = hex::decode(&r.sig)
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| bad("anchor signature"))?;
-        Ok(Some(Anchor { seq: r.seq, head, sig }))
+        Ok(Some(Anchor {
+            seq: r.seq,
+            head,
+            sig,
+        }))
     }
 
     fn save(&self, a: &Anchor) -> kawal_audit::Result<()> {
-        let r = AnchorRecord { seq: a.seq, head: a.head.to_hex(), sig: hex::encode(a.sig) };
+        let r = AnchorRecord {
+            seq: a.seq,
+            head: a.head.to_hex(),
+            sig: hex::encode(a.sig),
+        };
         let bytes = serde_json::to_vec(&r).map_err(|e| kawal_audit::Error::Anchor(Box::new(e)))?;
         self.0
             .put(tables::AUDIT_ANCHOR, "anchor", &bytes)
@@ -242,22 +276,42 @@ impl Device {
         let keys = Arc::new(unseal(&layout, &info, passphrase)?);
         let store = Store::open(&layout.store(), keys, Sharing::MultiProcess)
             .map_err(|e| CliError::new(Exit::DataErr, format!("cannot open the store: {e}")))?;
-        Ok(Self { layout, info, store: Arc::new(store) })
+        Ok(Self {
+            layout,
+            info,
+            store: Arc::new(store),
+        })
     }
 
     /// The current audit signer.
     pub fn audit_signer(&self) -> Result<AuditSigner> {
-        let kv = self.store.key_version::<AuditSigning>().or_exit(Exit::DataErr, "key-ring")?;
-        Ok(AuditSigner(self.store.keys().signing::<AuditSigning>(&kv).or_exit(Exit::Failure, "audit key")?))
+        let kv = self
+            .store
+            .key_version::<AuditSigning>()
+            .or_exit(Exit::DataErr, "key-ring")?;
+        Ok(AuditSigner(
+            self.store
+                .keys()
+                .signing::<AuditSigning>(&kv)
+                .or_exit(Exit::Failure, "audit key")?,
+        ))
     }
 
     /// Public keys that may have signed this device's checkpoints: current and retired.
     pub fn trusted_audit_keys(&self) -> Result<TrustedKeys> {
         let signer = self.audit_signer()?;
         let mut keys = TrustedKeys::new().with(signer.key_version(), signer.public_key());
-        for (version, pk) in self.store.list(tables::AUDIT_KEYS).or_exit(Exit::DataErr, "retired audit keys")? {
-            let v: u32 = version.parse().map_err(|_| CliError::new(Exit::DataErr, "retired audit key record"))?;
-            let pk: [u8; 32] = pk[..].try_into().map_err(|_| CliError::new(Exit::DataErr, "retired audit key record"))?;
+        for (version, pk) in self
+            .store
+            .list(tables::AUDIT_KEYS)
+            .or_exit(Exit::DataErr, "retired audit keys")?
+        {
+            let v: u32 = version
+                .parse()
+                .map_err(|_| CliError::new(Exit::DataErr, "retired audit key record"))?;
+            let pk: [u8; 32] = pk[..]
+                .try_into()
+                .map_err(|_| CliError::new(Exit::DataErr, "retired audit key record"))?;
             keys = keys.with(v, pk);
         }
         Ok(keys)
@@ -265,7 +319,10 @@ impl Device {
 
     /// Opens the audit log for appending.
     pub fn audit_log(&self, checkpoint_every: u64) -> Result<AuditLog> {
-        let options = AuditOptions { checkpoint_every, ..AuditOptions::default() };
+        let options = AuditOptions {
+            checkpoint_every,
+            ..AuditOptions::default()
+        };
         AuditLog::open(
             &self.layout.dir,
             &self.info.uid,
@@ -278,9 +335,15 @@ impl Device {
     }
 
     /// Reads a table record as JSON.
-    pub fn get_json<T: serde::de::DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>> {
         match self.store.get(table, key).or_exit(Exit::DataErr, "store")? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).or_exit(Exit::DataErr, "store record")?)),
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).or_exit(Exit::DataErr, "store record")?,
+            )),
             None => Ok(None),
         }
     }
@@ -288,5 +351,6 @@ impl Device {
 
 /// Appends one event, turning a failure into an error that stops the action it records.
 pub fn record(log: &AuditLog, event: kawal_audit::Event) -> Result<u64> {
-    log.append(event).map_err(|e| CliError::new(Exit::Io, format!("audit log write failed: {e}")))
+    log.append(event)
+        .map_err(|e| CliError::new(Exit::Io, format!("audit log write failed: {e}")))
 }

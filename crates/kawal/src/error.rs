@@ -32,7 +32,10 @@ pub struct CliError {
 impl CliError {
     /// A new error.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { message: message.into(), exit }
+        Self {
+            message: message.into(),
+            exit,
+        }
     }
 }
 

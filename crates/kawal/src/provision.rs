@@ -93,23 +93,37 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
         .recursive(true)
         .mode(0o700)
         .create(&opts.data_dir)
-        .or_exit(Exit::Io, &format!("cannot create {}", opts.data_dir.display()))?;
+        .or_exit(
+            Exit::Io,
+            &format!("cannot create {}", opts.data_dir.display()),
+        )?;
     let _ = fs::remove_file(layout.reset_receipt());
     // A store without a sealed root is unreadable by anyone: the leftover of an interrupted init.
     let _ = fs::remove_file(layout.store());
     let sys = SysRoot::host();
     let (uid, source) = match &opts.uid {
-        Some(u) => (DeviceUid::parse(u).or_exit(Exit::Config, "--uid")?, UidSource::Factory),
-        None => kawal_platform::uid::derive(&sys, &opts.vendor_namespace)
-            .or_exit(Exit::NoInput, "cannot derive a device UID from hardware; give --uid")?,
+        Some(u) => (
+            DeviceUid::parse(u).or_exit(Exit::Config, "--uid")?,
+            UidSource::Factory,
+        ),
+        None => kawal_platform::uid::derive(&sys, &opts.vendor_namespace).or_exit(
+            Exit::NoInput,
+            "cannot derive a device UID from hardware; give --uid",
+        )?,
     };
     let uid = uid.as_str().to_owned();
 
     // Root secret, sealed to this machine (and the passphrase) with the UID bound in.
     let root = RootSecret::generate().or_exit(Exit::Failure, "root secret")?;
     let (binding, sources) = kawal_platform::machine_binding(&sys);
-    let kek = KekInputs { machine_binding: &binding, passphrase: opts.passphrase.as_ref(), argon2: opts.argon2 };
-    let sealed = root.seal(&kek, uid.as_bytes()).or_exit(Exit::Failure, "sealing the root secret")?;
+    let kek = KekInputs {
+        machine_binding: &binding,
+        passphrase: opts.passphrase.as_ref(),
+        argon2: opts.argon2,
+    };
+    let sealed = root
+        .seal(&kek, uid.as_bytes())
+        .or_exit(Exit::Failure, "sealing the root secret")?;
     let info = DeviceInfo {
         uid: uid.clone(),
         uid_source: source,
@@ -141,17 +155,37 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
 
     // Device identity.
     let identity = kawal_pki::IdentityKey::generate().or_exit(Exit::Failure, "identity key")?;
-    dev.store.put(tables::IDENTITY, "device", identity.pkcs8_der()).or_exit(Exit::Io, "store")?;
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(layout.pki()).or_exit(Exit::Io, "pki folder")?;
+    dev.store
+        .put(tables::IDENTITY, "device", identity.pkcs8_der())
+        .or_exit(Exit::Io, "store")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(layout.pki())
+        .or_exit(Exit::Io, "pki folder")?;
     let mut csr = None;
     if opts.dev {
-        let issued = kawal_pki::issue_dev(&identity, &uid).or_exit(Exit::Failure, "dev certificate")?;
-        dev.store.put(tables::IDENTITY, "dev-ca", issued.ca_key.pkcs8_der()).or_exit(Exit::Io, "store")?;
-        device::write_atomic(&layout.pki().join("dev-ca.crt.pem"), issued.ca_cert_pem.as_bytes(), 0o644)?;
-        device::write_atomic(&layout.pki().join("device.crt.pem"), issued.device_cert_pem.as_bytes(), 0o644)?;
+        let issued =
+            kawal_pki::issue_dev(&identity, &uid).or_exit(Exit::Failure, "dev certificate")?;
+        dev.store
+            .put(tables::IDENTITY, "dev-ca", issued.ca_key.pkcs8_der())
+            .or_exit(Exit::Io, "store")?;
+        device::write_atomic(
+            &layout.pki().join("dev-ca.crt.pem"),
+            issued.ca_cert_pem.as_bytes(),
+            0o644,
+        )?;
+        device::write_atomic(
+            &layout.pki().join("device.crt.pem"),
+            issued.device_cert_pem.as_bytes(),
+            0o644,
+        )?;
     } else {
         let pem = kawal_pki::device_csr_pem(&identity, &uid).or_exit(Exit::Failure, "CSR")?;
-        let path = opts.csr_out.clone().unwrap_or_else(|| layout.pki().join("device.csr.pem"));
+        let path = opts
+            .csr_out
+            .clone()
+            .unwrap_or_else(|| layout.pki().join("device.csr.pem"));
         device::write_atomic(&path, pem.as_bytes(), 0o644)?;
         csr = Some(path);
     }
@@ -159,7 +193,14 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
         &log,
         Event::new("identity.created", "kawal-init", Outcome::Success)
             .with("algorithm", "ecdsa-p256")
-            .with("certificate", if opts.dev { "dev-ca" } else { "csr-for-factory-ca" }),
+            .with(
+                "certificate",
+                if opts.dev {
+                    "dev-ca"
+                } else {
+                    "csr-for-factory-ca"
+                },
+            ),
     )?;
 
     // The unique pre-installed admin password: random, shown once, kept only as Argon2id.
@@ -175,7 +216,9 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
         disabled: false,
     };
     let record = serde_json::to_vec(&account).or_exit(Exit::Failure, "account")?;
-    dev.store.put(tables::ACCOUNTS, "admin", &record).or_exit(Exit::Io, "store")?;
+    dev.store
+        .put(tables::ACCOUNTS, "admin", &record)
+        .or_exit(Exit::Io, "store")?;
     device::record(
         &log,
         Event::new("account.created", "kawal-init", Outcome::Success)
@@ -188,13 +231,20 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
 
     let admin_password = match &opts.label_out {
         Some(path) => {
-            let text = format!("kawal device {uid}\nadmin password (change at first login): {}\n", password.expose());
+            let text = format!(
+                "kawal device {uid}\nadmin password (change at first login): {}\n",
+                password.expose()
+            );
             device::write_atomic(path, text.as_bytes(), 0o600)?;
             None
         }
         None => Some(password),
     };
-    Ok(Provisioned { uid, admin_password, csr })
+    Ok(Provisioned {
+        uid,
+        admin_password,
+        csr,
+    })
 }
 
 /// Resolves a path argument to an absolute one.

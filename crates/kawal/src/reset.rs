@@ -57,9 +57,15 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
             dir.display()
         ));
         let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).or_exit(Exit::Io, "stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .or_exit(Exit::Io, "stdin")?;
         if answer.trim() != info.uid {
-            return Err(CliError::new(Exit::NoPerm, "not confirmed; nothing was changed"));
+            return Err(CliError::new(
+                Exit::NoPerm,
+                "not confirmed; nothing was changed",
+            ));
         }
     }
     // The final signed record, when the device still opens.
@@ -75,7 +81,11 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
     match Device::open(dir, passphrase) {
         Ok(dev) => {
             let log = dev.audit_log(1000)?;
-            device::record(&log, Event::new("device.reset", "kawal-reset", Outcome::Success).with("uid", info.uid.as_str()))?;
+            device::record(
+                &log,
+                Event::new("device.reset", "kawal-reset", Outcome::Success)
+                    .with("uid", info.uid.as_str()),
+            )?;
             log.checkpoint().or_exit(Exit::Io, "final checkpoint")?;
             log.close().or_exit(Exit::Io, "audit log")?;
             use kawal_audit::{AnchorStore, CheckpointSigner};
@@ -86,25 +96,34 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
             receipt.audit_public_key = Some(hex::encode(dev.audit_signer()?.public_key()));
             receipt.final_record_signed = true;
         }
-        Err(e) => output::err(&format!("warning: the device does not open ({e}); erasing without a final signed record")),
+        Err(e) => output::err(&format!(
+            "warning: the device does not open ({e}); erasing without a final signed record"
+        )),
     }
     // Crypto-erase first: without the root, nothing left anywhere can be opened.
     shred(&layout.root_sealed())?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).or_exit(Exit::Io, "fsync folder")?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .or_exit(Exit::Io, "fsync folder")?;
     for entry in fs::read_dir(dir).or_exit(Exit::Io, "data folder")? {
         let path = entry.or_exit(Exit::Io, "data folder")?.path();
         if path.is_dir() {
             for f in walk(&path)? {
                 shred(&f)?;
             }
-            fs::remove_dir_all(&path).or_exit(Exit::Io, &format!("cannot remove {}", path.display()))?;
+            fs::remove_dir_all(&path)
+                .or_exit(Exit::Io, &format!("cannot remove {}", path.display()))?;
         } else {
             shred(&path)?;
         }
     }
     let json = serde_json::to_vec_pretty(&receipt).or_exit(Exit::Failure, "receipt")?;
     device::write_atomic(&layout.reset_receipt(), &json, 0o644)?;
-    output::line(&format!("device {} erased; receipt in {}", info.uid, layout.reset_receipt().display()));
+    output::line(&format!(
+        "device {} erased; receipt in {}",
+        info.uid,
+        layout.reset_receipt().display()
+    ));
     Ok(())
 }
 
@@ -112,7 +131,11 @@ fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).or_exit(Exit::Io, "walk")? {
         let p = entry.or_exit(Exit::Io, "walk")?.path();
-        if p.is_dir() { out.extend(walk(&p)?) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p)?)
+        } else {
+            out.push(p)
+        }
     }
     Ok(out)
 }

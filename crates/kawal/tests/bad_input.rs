@@ -17,10 +17,18 @@ fn a_corrupted_sealed_root_is_refused_and_left_alone() {
     blob[70] ^= 0x40;
     std::fs::write(&path, &blob).unwrap();
     let before = snapshot(&data);
-    for args in [vec!["selftest", "--data-dir", d(&data)], vec!["audit", "--data-dir", d(&data)], vec!["log", "verify", "--data-dir", d(&data)]] {
+    for args in [
+        vec!["selftest", "--data-dir", d(&data)],
+        vec!["audit", "--data-dir", d(&data)],
+        vec!["log", "verify", "--data-dir", d(&data)],
+    ] {
         let r = run(&args);
         assert_eq!(r.code, 65, "{args:?}: {}", r.all());
-        assert!(r.stderr.contains("cannot unseal the root secret"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("cannot unseal the root secret"),
+            "{}",
+            r.stderr
+        );
     }
     assert_eq!(before, snapshot(&data), "something was modified");
 }
@@ -30,24 +38,48 @@ fn a_corrupted_sealed_root_is_refused_and_left_alone() {
 fn a_passphrase_is_required_and_a_wrong_one_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
-    let r = run_cmd(kawal().args(["init", "--data-dir", d(&data), "--dev", "--uid", "pp-1"]).env("KAWAL_PASSPHRASE", "a long operator passphrase"));
+    let r = run_cmd(
+        kawal()
+            .args(["init", "--data-dir", d(&data), "--dev", "--uid", "pp-1"])
+            .env("KAWAL_PASSPHRASE", "a long operator passphrase"),
+    );
     assert_eq!(r.code, 0, "{}", r.all());
     let r = run(&["selftest", "--data-dir", d(&data)]);
     assert_eq!(r.code, 77, "{}", r.all());
     assert!(r.stderr.contains("passphrase"));
-    let r = run_cmd(kawal().args(["selftest", "--data-dir", d(&data)]).env("KAWAL_PASSPHRASE", "a wrong operator passphrase"));
+    let r = run_cmd(
+        kawal()
+            .args(["selftest", "--data-dir", d(&data)])
+            .env("KAWAL_PASSPHRASE", "a wrong operator passphrase"),
+    );
     assert_eq!(r.code, 65, "{}", r.all());
-    let r = run_cmd(kawal().args(["selftest", "--data-dir", d(&data)]).env("KAWAL_PASSPHRASE", "a long operator passphrase"));
+    let r = run_cmd(
+        kawal()
+            .args(["selftest", "--data-dir", d(&data)])
+            .env("KAWAL_PASSPHRASE", "a long operator passphrase"),
+    );
     assert_eq!(r.code, 0, "{}", r.all());
     // A world-readable passphrase file is refused.
     let pf = tmp.path().join("pass");
     std::fs::write(&pf, "a long operator passphrase\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pf, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let r = run(&["selftest", "--data-dir", d(&data), "--passphrase-file", d(&pf)]);
+    let r = run(&[
+        "selftest",
+        "--data-dir",
+        d(&data),
+        "--passphrase-file",
+        d(&pf),
+    ]);
     assert_eq!(r.code, 77, "{}", r.all());
     std::fs::set_permissions(&pf, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let r = run(&["selftest", "--data-dir", d(&data), "--passphrase-file", d(&pf)]);
+    let r = run(&[
+        "selftest",
+        "--data-dir",
+        d(&data),
+        "--passphrase-file",
+        d(&pf),
+    ]);
     assert_eq!(r.code, 0, "{}", r.all());
 }
 
@@ -76,7 +108,11 @@ fn garbage_configs_are_refused_with_every_problem_named() {
     std::fs::write(&cfg, "data-dir = 'relative'\n[listen]\napi = 'nowhere'\n").unwrap();
     let r = run(&["config", "check", d(&cfg)]);
     assert_eq!(r.code, 78, "{}", r.all());
-    assert!(r.stderr.contains("data-dir") && r.stderr.contains("listen.api"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("data-dir") && r.stderr.contains("listen.api"),
+        "{}",
+        r.stderr
+    );
     std::fs::write(&cfg, [0xff, 0xfe, 0x00, 0x01]).unwrap();
     assert_eq!(run(&["config", "check", d(&cfg)]).code, 78);
     std::fs::write(&cfg, "data-dir = '/x'\nunknown-key = 1\n").unwrap();
@@ -100,7 +136,14 @@ fn an_unprovisioned_folder_is_named() {
     // A data dir that is a file.
     let f = tmp.path().join("file");
     std::fs::write(&f, b"x").unwrap();
-    let r = run(&["init", "--data-dir", d(&f.join("sub")), "--dev", "--uid", "x-1"]);
+    let r = run(&[
+        "init",
+        "--data-dir",
+        d(&f.join("sub")),
+        "--dev",
+        "--uid",
+        "x-1",
+    ]);
     assert_ne!(r.code, 0);
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
 }

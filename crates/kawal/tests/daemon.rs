@@ -10,7 +10,11 @@ use common::*;
 fn the_daemon_starts_and_stops_on_sigterm_and_logs_both() {
     let (t, data, _) = provisioned();
     let config = config_for(t.path(), &data);
-    let mut child = kawal().args(["run", "--config", d(&config)]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = kawal()
+        .args(["run", "--config", d(&config)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = run(&["log", "show", "--data-dir", d(&data), "--event", "daemon"]);
@@ -23,16 +27,39 @@ fn the_daemon_starts_and_stops_on_sigterm_and_logs_both() {
     }
     // SIGTERM via kill(1): no unsafe in tests either.
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "exit {status:?}: {err}");
     let log = run(&["log", "show", "--data-dir", d(&data), "--json"]);
-    let stopped = log.stdout.lines().find(|l| l.contains("daemon.stopped")).expect("daemon.stopped logged");
+    let stopped = log
+        .stdout
+        .lines()
+        .find(|l| l.contains("daemon.stopped"))
+        .expect("daemon.stopped logged");
     assert!(stopped.contains("SIGTERM"));
     assert!(stopped.contains("\"clock\":\""), "{stopped}");
-    assert!(log.stdout.lines().last().unwrap().contains("\"checkpoint\"") || log.stdout.lines().last().unwrap().contains("\"sig\""), "no final checkpoint");
+    assert!(
+        log.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"checkpoint\"")
+            || log.stdout.lines().last().unwrap().contains("\"sig\""),
+        "no final checkpoint"
+    );
     let v = run(&["log", "verify", "--data-dir", d(&data)]);
     assert_eq!(v.code, 0, "{}", v.all());
 }
@@ -43,8 +70,20 @@ fn a_busy_port_is_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let config = t.path().join("busy.toml");
-    std::fs::write(&config, format!("data-dir = {:?}\n[listen]\napi = \"127.0.0.1:{port}\"\nmqtt = \"127.0.0.1:{}\"\n", d(&data), free_port())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "data-dir = {:?}\n[listen]\napi = \"127.0.0.1:{port}\"\nmqtt = \"127.0.0.1:{}\"\n",
+            d(&data),
+            free_port()
+        ),
+    )
+    .unwrap();
     let r = run(&["run", "--config", d(&config)]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains(&format!("127.0.0.1:{port}")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        r.stderr
+    );
 }

@@ -25,13 +25,28 @@ fn key_bytes_never_reach_logs_outputs_or_the_data_folder() {
         outputs.push_str(&r.all());
     }
     // Recover the root and every purpose key, as only a test build can.
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("device.json")).unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("device.json")).unwrap()).unwrap();
     let (binding, _) = kawal_platform::machine_binding(&kawal_platform::SysRoot::host());
-    let kek = KekInputs { machine_binding: &binding, passphrase: None, argon2: Argon2Params::OWASP };
-    let root = RootSecret::unseal(&std::fs::read(data.join("root.sealed")).unwrap(), &kek, info["uid"].as_str().unwrap().as_bytes()).unwrap();
+    let kek = KekInputs {
+        machine_binding: &binding,
+        passphrase: None,
+        argon2: Argon2Params::OWASP,
+    };
+    let root = RootSecret::unseal(
+        &std::fs::read(data.join("root.sealed")).unwrap(),
+        &kek,
+        info["uid"].as_str().unwrap().as_bytes(),
+    )
+    .unwrap();
     let root_bytes = root.export_for_tests();
     let hierarchy = std::sync::Arc::new(KeyHierarchy::new(root));
-    let store = Store::open(&data.join("store.redb"), hierarchy.clone(), Sharing::MultiProcess).unwrap();
+    let store = Store::open(
+        &data.join("store.redb"),
+        hierarchy.clone(),
+        Sharing::MultiProcess,
+    )
+    .unwrap();
     let mut secrets: Vec<(String, [u8; 32])> = vec![("root".into(), root_bytes)];
     macro_rules! purpose {
         ($($p:ident),*) => {$(
@@ -45,8 +60,16 @@ fn key_bytes_never_reach_logs_outputs_or_the_data_folder() {
         let hexed = hex::encode(bytes);
         assert!(!outputs.contains(&hexed), "{name} key in command output");
         for (path, content) in &disk {
-            assert!(!contains(content, bytes), "{name} key bytes in {}", path.display());
-            assert!(!contains(content, hexed.as_bytes()), "{name} key hex in {}", path.display());
+            assert!(
+                !contains(content, bytes),
+                "{name} key bytes in {}",
+                path.display()
+            );
+            assert!(
+                !contains(content, hexed.as_bytes()),
+                "{name} key hex in {}",
+                path.display()
+            );
         }
     }
     assert!(!outputs.contains(&pw), "admin password in later output");

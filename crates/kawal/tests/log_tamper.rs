@@ -15,7 +15,11 @@ fn an_edited_entry_is_named_and_refused() {
     let r = run(&["log", "verify", "--data-dir", d(&data)]);
     assert_eq!(r.code, 65, "{}", r.all());
     assert!(r.stderr.contains("does NOT verify"), "{}", r.stderr);
-    assert!(r.stderr.contains("seq"), "first bad entry not named: {}", r.stderr);
+    assert!(
+        r.stderr.contains("seq"),
+        "first bad entry not named: {}",
+        r.stderr
+    );
 }
 
 /// G045: PL-4-2
@@ -35,7 +39,13 @@ fn truncation_against_the_anchor_is_detected() {
 #[test]
 fn rotating_keys_keeps_the_log_and_records_verifiable() {
     let (_t, data, _) = provisioned();
-    for purpose in ["store-data", "pii", "record-index", "audit-signing", "session"] {
+    for purpose in [
+        "store-data",
+        "pii",
+        "record-index",
+        "audit-signing",
+        "session",
+    ] {
         let r = run(&["keys", "rotate", purpose, "--data-dir", d(&data)]);
         assert_eq!(r.code, 0, "{purpose}: {}", r.all());
         assert!(r.stdout.contains("version 1 destroyed"), "{}", r.stdout);
@@ -43,8 +53,19 @@ fn rotating_keys_keeps_the_log_and_records_verifiable() {
     let r = run(&["log", "verify", "--data-dir", d(&data)]);
     assert_eq!(r.code, 0, "{}", r.all());
     let r = run(&["log", "show", "--data-dir", d(&data), "--event", "keys"]);
-    assert_eq!(r.stdout.lines().filter(|l| l.contains("keys.rotated")).count(), 5, "{}", r.stdout);
-    assert_eq!(run(&["audit", "--data-dir", d(&data), "--format", "json"]).code, 0);
+    assert_eq!(
+        r.stdout
+            .lines()
+            .filter(|l| l.contains("keys.rotated"))
+            .count(),
+        5,
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        run(&["audit", "--data-dir", d(&data), "--format", "json"]).code,
+        0
+    );
     let bad = run(&["keys", "rotate", "nonsense", "--data-dir", d(&data)]);
     assert_eq!(bad.code, 78);
 }

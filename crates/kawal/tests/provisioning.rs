@@ -10,7 +10,10 @@ fn the_admin_password_is_unique_shown_once_and_never_stored() {
     assert_ne!(pw1, pw2, "two devices got the same password");
     let symbols = pw1.chars().filter(|c| *c != '-').count();
     assert!(symbols as f64 * 56f64.log2() >= 80.0, "{pw1} too short");
-    assert!(holders(&data1, pw1.as_bytes()).is_empty(), "password found in the data folder");
+    assert!(
+        holders(&data1, pw1.as_bytes()).is_empty(),
+        "password found in the data folder"
+    );
     assert!(holders(&data1, pw1.replace('-', "").as_bytes()).is_empty());
     // Not derived from the UID.
     assert!(!pw1.contains("test-device"));
@@ -21,9 +24,20 @@ fn the_admin_password_is_unique_shown_once_and_never_stored() {
 fn a_provisioned_device_is_never_provisioned_again() {
     let (_t, data, _) = provisioned();
     let before = files(&data);
-    let r = run(&["init", "--data-dir", d(&data), "--dev", "--uid", "another-uid"]);
+    let r = run(&[
+        "init",
+        "--data-dir",
+        d(&data),
+        "--dev",
+        "--uid",
+        "another-uid",
+    ]);
     assert_eq!(r.code, 77, "{}", r.all());
-    assert!(r.stderr.contains("already holds a provisioned device"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("already holds a provisioned device"),
+        "{}",
+        r.stderr
+    );
     let after = files(&data);
     assert_eq!(before.len(), after.len());
     for ((p, a), (_, b)) in before.iter().zip(after.iter()) {
@@ -38,7 +52,9 @@ fn a_provisioned_device_is_never_provisioned_again() {
 fn an_edited_uid_makes_the_device_refuse_to_open() {
     let (_t, data, _) = provisioned();
     let path = data.join("device.json");
-    let info = std::fs::read_to_string(&path).unwrap().replace("test-device-01", "test-device-99");
+    let info = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("test-device-01", "test-device-99");
     std::fs::write(&path, info).unwrap();
     let r = run(&["selftest", "--data-dir", d(&data)]);
     assert_eq!(r.code, 65, "{}", r.all());
@@ -66,10 +82,30 @@ fn label_out_writes_the_password_to_a_private_file_only() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
     let label = tmp.path().join("label.txt");
-    let r = run(&["init", "--data-dir", d(&data), "--dev", "--uid", "u-1", "--label-out", d(&label)]);
+    let r = run(&[
+        "init",
+        "--data-dir",
+        d(&data),
+        "--dev",
+        "--uid",
+        "u-1",
+        "--label-out",
+        d(&label),
+    ]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(!r.stdout.contains("admin password (shown once"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("admin password (shown once"),
+        "{}",
+        r.stdout
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&label).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(std::fs::read_to_string(&label).unwrap().contains("admin password"));
+    assert_eq!(
+        std::fs::metadata(&label).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&label)
+            .unwrap()
+            .contains("admin password")
+    );
 }

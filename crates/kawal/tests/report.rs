@@ -9,7 +9,15 @@ fn report(data: &std::path::Path) -> serde_json::Value {
 }
 
 fn verdict(rep: &serde_json::Value, code: &str) -> String {
-    rep["controls"].as_array().unwrap().iter().find(|c| c["code"] == code).unwrap()["verdict"].as_str().unwrap().to_owned()
+    rep["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == code)
+        .unwrap()["verdict"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// G045: PL-3-4, AU-3-1, AU-1-4
@@ -27,7 +35,9 @@ fn the_report_covers_every_control_from_live_evidence() {
     assert_eq!(verdict(&rep, "AU-3-1"), "met");
     assert_eq!(verdict(&rep, "AU-1-4"), "met");
     // Controls that later work brings are not met, with a reason.
-    for code in ["AU-1-1", "AU-1-3", "AU-1-9", "DS-1-1", "DS-2-1", "PL-2-1", "PL-1-4", "PH-2-1", "DS-3-2"] {
+    for code in [
+        "AU-1-1", "AU-1-3", "AU-1-9", "DS-1-1", "DS-2-1", "PL-2-1", "PL-1-4", "PH-2-1", "DS-3-2",
+    ] {
         assert_eq!(verdict(&rep, code), "not-met", "{code}");
     }
     let r = run(&["selftest", "--data-dir", d(&data)]);
@@ -36,11 +46,25 @@ fn the_report_covers_every_control_from_live_evidence() {
     assert_eq!(verdict(&rep, "PL-3-4"), "met");
     assert_eq!(verdict(&rep, "CR-1-1"), "met");
     assert_eq!(verdict(&rep, "PL-4-2"), "met");
-    let pl41 = rep["controls"].as_array().unwrap().iter().find(|c| c["code"] == "PL-4-1").unwrap();
+    let pl41 = rep["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "PL-4-1")
+        .unwrap();
     let ev = pl41["evidence"].to_string();
-    assert!(ev.contains("device.provisioned") && ev.contains("selftest.passed"), "{ev}");
+    assert!(
+        ev.contains("device.provisioned") && ev.contains("selftest.passed"),
+        "{ev}"
+    );
     // Tests backing controls are listed.
-    let tests = rep["controls"].as_array().unwrap().iter().find(|c| c["code"] == "PL-3-4").unwrap()["tests"].to_string();
+    let tests = rep["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "PL-3-4")
+        .unwrap()["tests"]
+        .to_string();
     assert!(tests.contains("selftest"), "{tests}");
 }
 
@@ -49,7 +73,11 @@ fn the_report_covers_every_control_from_live_evidence() {
 fn a_tampered_log_turns_pl_4_2_to_not_met() {
     let (_t, data, _) = provisioned();
     let seg = data.join("audit/log-000001.jsonl");
-    let text = std::fs::read_to_string(&seg).unwrap().replacen("\"outcome\":\"success\"", "\"outcome\":\"failure\"", 1);
+    let text = std::fs::read_to_string(&seg).unwrap().replacen(
+        "\"outcome\":\"success\"",
+        "\"outcome\":\"failure\"",
+        1,
+    );
     std::fs::write(&seg, text).unwrap();
     let rep = report(&data);
     assert_eq!(verdict(&rep, "PL-4-2"), "not-met");
@@ -59,12 +87,27 @@ fn a_tampered_log_turns_pl_4_2_to_not_met() {
 fn html_and_markdown_reports_are_written() {
     let (t, data, _) = provisioned();
     let html = t.path().join("r.html");
-    let r = run(&["audit", "--data-dir", d(&data), "--format", "html", "--out", d(&html)]);
+    let r = run(&[
+        "audit",
+        "--data-dir",
+        d(&data),
+        "--format",
+        "html",
+        "--out",
+        d(&html),
+    ]);
     assert_eq!(r.code, 0, "{}", r.all());
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("AU-1-1") && page.contains("PH-2-1") && page.contains("test-device-01"));
-    assert!(!page.contains("<script"), "the report must be self-contained and script-free");
+    assert!(
+        !page.contains("<script"),
+        "the report must be self-contained and script-free"
+    );
     let r = run(&["audit", "--data-dir", d(&data), "--format", "md"]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.contains("| AU-3-1"), "{}", &r.stdout[..r.stdout.len().min(2000)]);
+    assert!(
+        r.stdout.contains("| AU-3-1"),
+        "{}",
+        &r.stdout[..r.stdout.len().min(2000)]
+    );
 }

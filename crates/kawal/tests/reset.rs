@@ -14,18 +14,34 @@ fn secure_reset_leaves_nothing_readable() {
     // Plant PII through the product's own store.
     {
         let dev = kawal::device::Device::open(&data, None).unwrap();
-        dev.store.put(Table::pii("people"), "aisyah.binti.ahmad", b"phone +60-12-7654321").unwrap();
-        dev.store.put(Table::data("notes"), "planted", b"PLAINTEXT-CANARY-7731").unwrap();
+        dev.store
+            .put(
+                Table::pii("people"),
+                "aisyah.binti.ahmad",
+                b"phone +60-12-7654321",
+            )
+            .unwrap();
+        dev.store
+            .put(Table::data("notes"), "planted", b"PLAINTEXT-CANARY-7731")
+            .unwrap();
     }
     let copy = t.path().join("store-copy.redb");
     std::fs::copy(data.join("store.redb"), &copy).unwrap();
     let sealed_copy = std::fs::read(data.join("root.sealed")).unwrap();
     // Without --yes, a wrong confirmation changes nothing.
     let mut c = kawal();
-    c.args(["reset", "--secure", "--data-dir", d(&data)]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.args(["reset", "--secure", "--data-dir", d(&data)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"wrong-uid\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"wrong-uid\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(77));
     assert!(data.join("root.sealed").exists());
@@ -33,11 +49,28 @@ fn secure_reset_leaves_nothing_readable() {
     let r = run(&["reset", "--secure", "--yes", "--data-dir", d(&data)]);
     assert_eq!(r.code, 0, "{}", r.all());
     let left = files(&data);
-    assert_eq!(left.len(), 1, "only the receipt stays: {:?}", left.iter().map(|f| &f.0).collect::<Vec<_>>());
+    assert_eq!(
+        left.len(),
+        1,
+        "only the receipt stays: {:?}",
+        left.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     let receipt = String::from_utf8(left[0].1.clone()).unwrap();
-    assert!(receipt.contains("\"final-record-signed\": true"), "{receipt}");
-    for needle in [&b"aisyah"[..], b"+60-12", b"PLAINTEXT-CANARY", pw.as_bytes()] {
-        assert!(holders(&data, needle).is_empty(), "{:?} survived", String::from_utf8_lossy(needle));
+    assert!(
+        receipt.contains("\"final-record-signed\": true"),
+        "{receipt}"
+    );
+    for needle in [
+        &b"aisyah"[..],
+        b"+60-12",
+        b"PLAINTEXT-CANARY",
+        pw.as_bytes(),
+    ] {
+        assert!(
+            holders(&data, needle).is_empty(),
+            "{:?} survived",
+            String::from_utf8_lossy(needle)
+        );
     }
     // The pre-reset copy cannot be opened with anything left: the only key that opened it is gone,
     // and a fresh root (or any other) does not fit.
@@ -46,6 +79,13 @@ fn secure_reset_leaves_nothing_readable() {
     assert!(Store::open(&copy, other, Sharing::MultiProcess).is_err());
     assert!(!receipt.contains(&hex::encode(&sealed_copy[..16])));
     // The folder can be provisioned anew.
-    let r = run(&["init", "--data-dir", d(&data), "--dev", "--uid", "test-device-02"]);
+    let r = run(&[
+        "init",
+        "--data-dir",
+        d(&data),
+        "--dev",
+        "--uid",
+        "test-device-02",
+    ]);
     assert_eq!(r.code, 0, "{}", r.all());
 }

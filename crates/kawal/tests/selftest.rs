@@ -9,7 +9,11 @@ fn every_check_passes_on_a_healthy_device() {
     let r = run(&["selftest", "--data-dir", d(&data)]);
     assert_eq!(r.code, 0, "{}", r.all());
     for name in kawal_platform::selftest::check_names() {
-        assert!(r.stdout.contains(&name), "{name} not reported:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(&name),
+            "{name} not reported:\n{}",
+            r.stdout
+        );
     }
     assert!(r.stdout.contains("self-test passed"));
 }
@@ -19,13 +23,29 @@ fn every_check_passes_on_a_healthy_device() {
 fn each_injected_failure_is_refused() {
     let (_t, data, _) = provisioned();
     for name in kawal_platform::selftest::check_names() {
-        let r = run_cmd(kawal().args(["selftest", "--data-dir", d(&data)]).env("KAWAL_SELFTEST_INJECT", &name));
+        let r = run_cmd(
+            kawal()
+                .args(["selftest", "--data-dir", d(&data)])
+                .env("KAWAL_SELFTEST_INJECT", &name),
+        );
         assert_eq!(r.code, 70, "{name}: {}", r.all());
-        assert!(r.stdout.lines().any(|l| l.starts_with("FAIL") && l.contains(&name)), "{name}:\n{}", r.stdout);
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(&name)),
+            "{name}:\n{}",
+            r.stdout
+        );
     }
     // Each refusal was logged.
     let r = run(&["log", "show", "--data-dir", d(&data), "--event", "selftest"]);
-    assert_eq!(r.stdout.lines().filter(|l| l.contains("selftest.failed")).count(), kawal_platform::selftest::check_names().len());
+    assert_eq!(
+        r.stdout
+            .lines()
+            .filter(|l| l.contains("selftest.failed"))
+            .count(),
+        kawal_platform::selftest::check_names().len()
+    );
 }
 
 /// G045: PL-3-4
@@ -33,7 +53,11 @@ fn each_injected_failure_is_refused() {
 fn the_daemon_does_not_serve_after_a_failed_self_test() {
     let (t, data, _) = provisioned();
     let config = config_for(t.path(), &data);
-    let r = run_cmd(kawal().args(["run", "--config", d(&config)]).env("KAWAL_SELFTEST_INJECT", "kat:aes-256-gcm"));
+    let r = run_cmd(
+        kawal()
+            .args(["run", "--config", d(&config)])
+            .env("KAWAL_SELFTEST_INJECT", "kat:aes-256-gcm"),
+    );
     assert_eq!(r.code, 70, "{}", r.all());
     assert!(r.stderr.contains("self-test failed"), "{}", r.stderr);
     let log = run(&["log", "show", "--data-dir", d(&data)]);

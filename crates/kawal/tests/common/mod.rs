@@ -1,5 +1,11 @@
 //! Helpers for tests that run the real `kawal` binary.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers")]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,7 +25,9 @@ impl Run {
 
 pub fn kawal() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kawal"));
-    c.env_remove("KAWAL_PASSPHRASE").env_remove("KAWAL_SELFTEST_INJECT").env("KAWAL_LOG", "debug");
+    c.env_remove("KAWAL_PASSPHRASE")
+        .env_remove("KAWAL_SELFTEST_INJECT")
+        .env("KAWAL_LOG", "debug");
     c
 }
 
@@ -28,7 +36,11 @@ pub fn run(args: &[&str]) -> Run {
 }
 
 pub fn run_cmd(c: &mut Command) -> Run {
-    let Output { status, stdout, stderr } = c.output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().unwrap();
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -40,7 +52,14 @@ pub fn run_cmd(c: &mut Command) -> Run {
 pub fn provisioned() -> (tempfile::TempDir, PathBuf, String) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let r = run(&["init", "--data-dir", data.to_str().unwrap(), "--dev", "--uid", "test-device-01"]);
+    let r = run(&[
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--dev",
+        "--uid",
+        "test-device-01",
+    ]);
     assert_eq!(r.code, 0, "init failed: {}", r.all());
     let pw = r
         .stdout
@@ -78,12 +97,20 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Files under `dir` that contain `needle`.
 pub fn holders(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    files(dir).into_iter().filter(|(_, b)| contains(b, needle)).map(|(p, _)| p).collect()
+    files(dir)
+        .into_iter()
+        .filter(|(_, b)| contains(b, needle))
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Writes a config for `data` with free ports; returns its path.
