@@ -5,7 +5,10 @@
     clippy::print_stdout,
     clippy::disallowed_macros,
     clippy::cast_precision_loss,
-    missing_docs
+    clippy::cast_possible_truncation,
+    clippy::type_complexity,
+    missing_docs,
+    reason = "benchmark harness"
 )]
 
 use std::sync::Arc;

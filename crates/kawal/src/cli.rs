@@ -218,7 +218,7 @@ fn dispatch(command: Command) -> Result<()> {
                     pw.expose()
                 )),
                 (None, Some(l)) => {
-                    output::line(&format!("admin password written to {}", l.display()))
+                    output::line(&format!("admin password written to {}", l.display()));
                 }
                 (None, None) => {}
             }

@@ -165,7 +165,7 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
     out.push(
         Finding::new("AU-3-1", Verdict::Met)
             .evidence("device UID", f.info.uid.clone())
-            .evidence("source", format!("{:?}", f.info.uid_source))
+            .evidence("source", f.info.uid_source.to_string())
             .evidence("binding", "the UID is the associated data of the sealed root secret: a changed UID makes the device refuse to start")
             .evidence("provisioned", f.info.provisioned_at.clone()),
     );
@@ -221,7 +221,7 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
     });
     out.push(
         Finding::new("CR-1-3", if f.keyring.len() >= 3 { Verdict::Met } else { Verdict::NotMet })
-            .evidence("purposes with their own key", purposes.clone())
+            .evidence("purposes with their own key", purposes)
             .evidence("derivation", "HKDF-SHA256 with a label per purpose and a salt per version; distinct key types per purpose")
             .reason_if(f.keyring.len() < 3, "key-ring incomplete"),
     );

@@ -148,7 +148,7 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
         &log,
         Event::new("device.provisioned", "kawal-init", Outcome::Success)
             .with("uid", uid.as_str())
-            .with("uid_source", format!("{source:?}"))
+            .with("uid_source", source.as_str())
             .with("dev", opts.dev)
             .with("kek_includes_passphrase", opts.passphrase.is_some()),
     )?;

@@ -132,9 +132,9 @@ fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     for entry in fs::read_dir(dir).or_exit(Exit::Io, "walk")? {
         let p = entry.or_exit(Exit::Io, "walk")?.path();
         if p.is_dir() {
-            out.extend(walk(&p)?)
+            out.extend(walk(&p)?);
         } else {
-            out.push(p)
+            out.push(p);
         }
     }
     Ok(out)

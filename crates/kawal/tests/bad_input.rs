@@ -1,4 +1,12 @@
 //! Bad input: a clear error, a non-zero exit, nothing overwritten.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice,
+    clippy::cast_precision_loss,
+    reason = "test code: a failure should stop the test loudly"
+)]
 mod common;
 use common::*;
 

@@ -1,4 +1,12 @@
 //! `kawal run`: starts, logs, stops cleanly on SIGTERM with a signed checkpoint.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice,
+    clippy::cast_precision_loss,
+    reason = "test code: a failure should stop the test loudly"
+)]
 mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};

@@ -1,4 +1,12 @@
 //! No key byte reaches a log, an output or a file in the clear.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice,
+    clippy::cast_precision_loss,
+    reason = "test code: a failure should stop the test loudly"
+)]
 mod common;
 use common::*;
 use kawal_crypto::keys::*;

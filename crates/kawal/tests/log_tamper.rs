@@ -1,4 +1,12 @@
 //! `kawal log verify` names the first bad entry and exits non-zero.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice,
+    clippy::cast_precision_loss,
+    reason = "test code: a failure should stop the test loudly"
+)]
 mod common;
 use common::*;
 

@@ -1,4 +1,12 @@
 //! `kawal reset --secure`: nothing planted survives, and an old copy of the store cannot be opened.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice,
+    clippy::cast_precision_loss,
+    reason = "test code: a failure should stop the test loudly"
+)]
 mod common;
 use std::sync::Arc;
 

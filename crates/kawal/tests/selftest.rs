@@ -1,4 +1,12 @@
 //! The power-up self-test: every injected failure is refused, by `kawal selftest` and the daemon.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice,
+    clippy::cast_precision_loss,
+    reason = "test code: a failure should stop the test loudly"
+)]
 mod common;
 use common::*;
 
