@@ -135,7 +135,7 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
                 .evidence(
                     "pre-installed admin password",
                     format!(
-                        "generated on this device at provisioning, {} bits",
+                        "generated on this device at provisioning, at least {} bits of entropy",
                         a.generated_bits.unwrap_or(0)
                     ),
                 )
