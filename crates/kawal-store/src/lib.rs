@@ -119,6 +119,8 @@ pub struct StoreStats {
 pub struct Store {
     db: redb::Database,
     cache: Arc<cache::KeyCache>,
+    /// Codecs of recent reads, by table: the fast path of `get` (see there).
+    readers: std::sync::Mutex<std::collections::HashMap<&'static str, Arc<record::Codec>>>,
     path: PathBuf,
 }
 
@@ -174,6 +176,7 @@ impl Store {
         let store = Self {
             db,
             cache: Arc::new(cache::KeyCache::new(keys)),
+            readers: Default::default(),
             path: path.to_owned(),
         };
         let tx = store.db.begin_write().ctx("begin")?;
@@ -228,6 +231,7 @@ impl Store {
         let store = Self {
             db,
             cache: Arc::new(cache::KeyCache::new(keys)),
+            readers: Default::default(),
             path: path.to_owned(),
         };
         let tx = store.db.begin_read().ctx("begin")?;
@@ -302,17 +306,48 @@ impl Store {
     /// Reads and opens the record under `key`.
     pub fn get(&self, table: Table, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let tx = self.db.begin_read().ctx("begin")?;
-        let opener = self.codec_read(&tx, table)?;
         let t = match tx.open_table(record::definition(table)?) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e).ctx("open table"),
         };
-        let hash = opener.hash(key);
+        // Fast path: the key versions this store saw last. A hit proves the record-index
+        // version (its keyed hash matched) and the record's own header names its class
+        // version; a miss or an unknown version falls back to reading the key-ring, so a
+        // rotation by another process is picked up.
+        let cached = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table.name)
+            .cloned();
+        if let Some(codec) = cached {
+            let hash = codec.hash(key);
+            if let Some(raw) = t.get(&hash[..]).ctx("get")?
+                && let Ok((stored_key, value)) = codec.open(&hash, raw.value())
+            {
+                return Self::checked(table, key, stored_key, value);
+            }
+        }
+        let codec = Arc::new(self.codec_read(&tx, table)?);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table.name, codec.clone());
+        let hash = codec.hash(key);
         let Some(raw) = t.get(&hash[..]).ctx("get")? else {
             return Ok(None);
         };
-        let (stored_key, value) = opener.open(&hash, raw.value())?;
+        let (stored_key, value) = codec.open(&hash, raw.value())?;
+        Self::checked(table, key, stored_key, value)
+    }
+
+    fn checked(
+        table: Table,
+        key: &str,
+        stored_key: String,
+        value: Zeroizing<Vec<u8>>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
         if stored_key != key {
             return Err(Error::Tampered {
                 table: table.name.to_owned(),

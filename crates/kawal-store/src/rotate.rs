@@ -150,6 +150,10 @@ impl Store {
             )?;
         }
         tx.commit().ctx("commit")?;
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(Rotation {
             purpose: P::LABEL,
             old_version,

@@ -72,3 +72,27 @@ fn rotation_reseals_every_record_and_destroys_the_old_version() {
     assert_eq!(store.stats().unwrap().pii_records, 50);
     assert_ne!(before, std::fs::read(&path).unwrap());
 }
+
+/// G045: CR-1-2
+#[test]
+fn a_reader_with_warm_caches_follows_a_rotation_made_by_another_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let keys = Arc::new(KeyHierarchy::new(RootSecret::generate().unwrap()));
+    let reader = Store::create(&path, keys.clone(), Sharing::MultiProcess).unwrap();
+    let other = Store::open(&path, keys, Sharing::MultiProcess).unwrap();
+    reader.put(SENSORS, "s", b"v1").unwrap();
+    reader.put(PEOPLE, "p", b"pii").unwrap();
+    assert_eq!(&reader.get(SENSORS, "s").unwrap().unwrap()[..], b"v1");
+    assert_eq!(&reader.get(PEOPLE, "p").unwrap().unwrap()[..], b"pii");
+    for _ in 0..2 {
+        other.rotate::<RecordIndex>().unwrap();
+        other.rotate::<StoreData>().unwrap();
+        other.rotate::<Pii>().unwrap();
+        assert_eq!(&reader.get(SENSORS, "s").unwrap().unwrap()[..], b"v1");
+        assert_eq!(&reader.get(PEOPLE, "p").unwrap().unwrap()[..], b"pii");
+        assert!(reader.get(SENSORS, "missing").unwrap().is_none());
+    }
+    other.delete(SENSORS, "s").unwrap();
+    assert!(reader.get(SENSORS, "s").unwrap().is_none());
+}
