@@ -326,7 +326,7 @@ impl Store {
             if let Some(raw) = t.get(&hash[..]).ctx("get")?
                 && let Ok((stored_key, value)) = codec.open(&hash, raw.value())
             {
-                return Self::checked(table, key, stored_key, value);
+                return Self::checked(table, key, &stored_key, value);
             }
         }
         let codec = Arc::new(self.codec_read(&tx, table)?);
@@ -339,13 +339,13 @@ impl Store {
             return Ok(None);
         };
         let (stored_key, value) = codec.open(&hash, raw.value())?;
-        Self::checked(table, key, stored_key, value)
+        Self::checked(table, key, &stored_key, value)
     }
 
     fn checked(
         table: Table,
         key: &str,
-        stored_key: String,
+        stored_key: &str,
         value: Zeroizing<Vec<u8>>,
     ) -> Result<Option<Zeroizing<Vec<u8>>>> {
         if stored_key != key {
