@@ -201,12 +201,11 @@ impl<P: AeadPurpose> AeadKey<P> {
         let mut buf = Vec::with_capacity(plaintext.len() + AEAD_OVERHEAD);
         buf.extend_from_slice(&[0u8; aead::NONCE_LEN]);
         buf.extend_from_slice(plaintext);
-        let mut body = buf.split_off(aead::NONCE_LEN);
-        let nonce = self
+        let (nonce, tag) = self
             .key
-            .seal_in_place_append_tag(aead::Aad::from(aad), &mut body)?;
-        buf.copy_from_slice(nonce.as_ref());
-        buf.append(&mut body);
+            .seal_in_place_separate_tag(aead::Aad::from(aad), &mut buf[aead::NONCE_LEN..])?;
+        buf[..aead::NONCE_LEN].copy_from_slice(nonce.as_ref());
+        buf.extend_from_slice(tag.as_ref());
         Ok(buf)
     }
 
