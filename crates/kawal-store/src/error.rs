@@ -24,6 +24,15 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The file could not be read or written (permissions, read-only or full file system).
+    #[error("cannot use the store file {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The store opened but its records do not open with this device's keys.
     #[error("the store at {path} belongs to another device or its keys do not match")]
     WrongKeys {

@@ -140,6 +140,16 @@ fn builder(sharing: Sharing) -> redb::Builder {
     b
 }
 
+fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::Io {
+            path: path.display().to_string(),
+            source: io,
+        },
+        other => not_a_store(path, other),
+    }
+}
+
 fn not_a_store(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::NotAStore {
         path: path.display().to_string(),
@@ -157,7 +167,7 @@ impl Store {
         }
         let db = builder(sharing)
             .create(path)
-            .map_err(|e| not_a_store(path, e))?;
+            .map_err(|e| open_error(path, e))?;
         Self::initialise(db, keys, path)
     }
 
@@ -212,7 +222,7 @@ impl Store {
         }
         let db = builder(sharing)
             .open(path)
-            .map_err(|e| not_a_store(path, e))?;
+            .map_err(|e| open_error(path, e))?;
         Self::check(db, keys, path)
     }
 

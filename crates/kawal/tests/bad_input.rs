@@ -155,3 +155,42 @@ fn an_unprovisioned_folder_is_named() {
     assert_ne!(r.code, 0);
     assert_eq!(std::fs::read(&f).unwrap(), b"x");
 }
+
+/// A read-only data folder: every command that must write fails clearly, nothing is lost.
+/// The folder is made read-only by a bind mount inside a private mount namespace
+/// (`unshare -m`), so nothing outside the test sees it.
+#[test]
+fn a_read_only_data_dir_is_a_clear_error_and_loses_nothing() {
+    let (_t, data, _) = provisioned();
+    let before = snapshot(&data);
+    let exe = env!("CARGO_BIN_EXE_kawal");
+    let dir = d(&data);
+    let script = format!(
+        "mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && \
+         for c in 'selftest' 'keys rotate store-data' 'audit --format json' 'reset --secure --yes'; do \
+           {exe} $c --data-dir {dir} >/dev/null 2>err.txt; rc=$?; echo \"$c => $rc $(head -c 300 err.txt | tr '\\n' ' ')\"; done"
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(_t.path())
+        .output()
+        .expect("unshare (util-linux) is needed for this test");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "namespace setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines() {
+        let (cmd, rest) = line.split_once(" => ").unwrap();
+        let code: i32 = rest.split_whitespace().next().unwrap().parse().unwrap();
+        assert_ne!(code, 0, "{cmd} succeeded on a read-only folder: {line}");
+        assert!(!rest.contains("panicked"), "{cmd} crashed: {line}");
+        assert!(rest.contains("kawal:"), "{cmd} gave no clear error: {line}");
+    }
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert_eq!(before, snapshot(&data), "a read-only folder was changed");
+    // Writable again, the device is intact.
+    let r = run(&["selftest", "--data-dir", dir]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
