@@ -142,10 +142,15 @@ fn builder(sharing: Sharing) -> redb::Builder {
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
     match e {
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::Io {
-            path: path.display().to_string(),
-            source: io,
-        },
+        // redb reports a foreign file as InvalidData; only real I/O failures are I/O errors.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            Error::Io {
+                path: path.display().to_string(),
+                source: io,
+            }
+        }
         other => not_a_store(path, other),
     }
 }
