@@ -33,6 +33,15 @@ fn the_daemon_starts_and_stops_on_sigterm_and_logs_both() {
         assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Management commands work beside the running daemon: shared store, shared log.
+    for args in [
+        vec!["audit", "--data-dir", d(&data), "--format", "json"],
+        vec!["keys", "rotate", "pii", "--data-dir", d(&data)],
+        vec!["log", "verify", "--data-dir", d(&data)],
+    ] {
+        let r = run(&args);
+        assert_eq!(r.code, 0, "{args:?} beside the daemon: {}", r.all());
+    }
     // SIGTERM via kill(1): no unsafe in tests either.
     let pid = child.id().to_string();
     assert!(
