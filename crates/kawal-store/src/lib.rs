@@ -187,13 +187,17 @@ impl Store {
         Self::initialise(db, keys, Path::new("<backend>"))
     }
 
-    fn initialise(db: redb::Database, keys: Arc<KeyHierarchy>, path: &Path) -> Result<Self> {
-        let store = Self {
+    fn handle(db: redb::Database, keys: Arc<KeyHierarchy>, path: &Path) -> Self {
+        Self {
             db,
             cache: Arc::new(cache::KeyCache::new(keys)),
             readers: Default::default(),
             path: path.to_owned(),
-        };
+        }
+    }
+
+    fn initialise(db: redb::Database, keys: Arc<KeyHierarchy>, path: &Path) -> Result<Self> {
+        let store = Self::handle(db, keys, path);
         let tx = store.db.begin_write().ctx("begin")?;
         {
             let mut meta = tx.open_table(META).ctx("open meta")?;
@@ -243,12 +247,7 @@ impl Store {
     }
 
     fn check(db: redb::Database, keys: Arc<KeyHierarchy>, path: &Path) -> Result<Self> {
-        let store = Self {
-            db,
-            cache: Arc::new(cache::KeyCache::new(keys)),
-            readers: Default::default(),
-            path: path.to_owned(),
-        };
+        let store = Self::handle(db, keys, path);
         let tx = store.db.begin_read().ctx("begin")?;
         let meta = tx.open_table(META).map_err(|e| not_a_store(path, e))?;
         let format = meta.get("format").ctx("read meta")?;
