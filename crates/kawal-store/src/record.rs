@@ -198,15 +198,17 @@ impl Codec {
                 version,
             })?;
         let key = self.cache.class_key(class, kv)?;
-        let plain = key
+        let mut plain = key
             .open(&aad(self.table.name, hash, header), sealed)
             .map_err(|_| tampered())?;
         let (len, rest) = plain.split_at_checked(4).ok_or_else(tampered)?;
         let klen = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let (name, value) = rest.split_at_checked(klen).ok_or_else(tampered)?;
+        let name = rest.get(..klen).ok_or_else(tampered)?;
         let name = std::str::from_utf8(name)
             .map_err(|_| tampered())?
             .to_owned();
-        Ok((name, Zeroizing::new(value.to_vec())))
+        // The value stays in the buffer it was decrypted into (one copy, wiped on drop).
+        plain.drain(..4 + klen);
+        Ok((name, plain))
     }
 }
