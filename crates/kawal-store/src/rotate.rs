@@ -48,7 +48,11 @@ impl Store {
             Some(e) => e.current,
             None => keyring::current::<P>(&tx)?.version,
         };
-        let new = KeyVersion::new(old_version + 1)?;
+        // The key-ring is not authenticated on its own: a forged version number must not overflow.
+        let next = old_version
+            .checked_add(1)
+            .ok_or(crate::Error::Metadata { what: "keyring" })?;
+        let new = KeyVersion::new(next)?;
         let affects = |class: RecordClass| match P::LABEL {
             l if l == RecordIndex::LABEL => true,
             l if l == StoreData::LABEL => class == RecordClass::Data,

@@ -213,10 +213,10 @@ fn dispatch(command: Command) -> Result<()> {
                 output::line(&format!("certificate signing request: {}", csr.display()));
             }
             match (p.admin_password, label_out) {
-                (Some(pw), _) => output::line(&format!(
+                (Some(pw), _) => output::line(&zeroize::Zeroizing::new(format!(
                     "admin password (shown once, change at first login): {}",
                     pw.expose()
-                )),
+                ))),
                 (None, Some(l)) => {
                     output::line(&format!("admin password written to {}", l.display()));
                 }
@@ -300,6 +300,18 @@ fn log_cmd(action: LogAction) -> Result<()> {
                 .or_exit(Exit::DataErr, "anchor")?;
             let keys = dev.trusted_audit_keys()?;
             match kawal_audit::verify(&dev.layout.dir, &dev.info.uid, &keys, anchor.as_ref()) {
+                Ok(r) if r.checkpoints > 0 && !r.anchor_checked => Err(CliError::new(
+                    Exit::DataErr,
+                    "audit log does NOT verify: it has signed checkpoints but the store holds no anchor (deleted or rolled back)",
+                )),
+                Ok(r) if r.unsigned_tail > 0 => Err(CliError::new(
+                    Exit::DataErr,
+                    format!(
+                        "audit log does NOT verify: {} entries after the last signed checkpoint (seq {}) are not signed by this device",
+                        r.unsigned_tail,
+                        r.last_checkpoint_seq.unwrap_or(0)
+                    ),
+                )),
                 Ok(r) => {
                     output::line(&format!(
                         "audit log OK: {} entries, {} signed checkpoints, last seq {}, anchor {}",

@@ -25,26 +25,53 @@ fn injected_fault() -> Option<String> {
     }
 }
 
-/// Runs the power-up self-test against an opened device.
-pub fn self_test(dev: Option<&Device>) -> SelfTestReport {
+/// Runs the power-up self-test. The device is opened (unsealed) only inside the store check,
+/// after the known-answer tests, RNG health and clock checks have run.
+pub fn self_test(open: impl FnOnce() -> Result<Device>) -> (SelfTestReport, Result<Device>) {
     let fault = injected_fault();
-    selftest::run(fault.as_deref(), || {
-        let Some(dev) = dev else {
-            return Err("the store could not be opened".into());
+    let mut opened = None;
+    let report = selftest::run(fault.as_deref(), || {
+        let dev = open();
+        let result = match &dev {
+            Ok(dev) => probe(dev),
+            Err(e) => Err(format!("the store could not be opened: {e}")),
         };
-        let probe = kawal_crypto::rng::array::<16>().map_err(|e| e.to_string())?;
-        dev.store
-            .put(tables::HEALTH, "selftest-probe", &probe)
-            .map_err(|e| e.to_string())?;
-        match dev
-            .store
-            .get(tables::HEALTH, "selftest-probe")
-            .map_err(|e| e.to_string())?
-        {
-            Some(v) if v[..] == probe[..] => Ok(()),
-            _ => Err("store read-back did not return what was written".into()),
-        }
-    })
+        opened = Some(dev);
+        result
+    });
+    let dev =
+        opened.unwrap_or_else(|| Err(CliError::new(Exit::SelfTest, "the store check did not run")));
+    (report, dev)
+}
+
+fn probe(dev: &Device) -> std::result::Result<(), String> {
+    let probe = kawal_crypto::rng::array::<16>().map_err(|e| e.to_string())?;
+    dev.store
+        .put(tables::HEALTH, "selftest-probe", &probe)
+        .map_err(|e| e.to_string())?;
+    match dev
+        .store
+        .get(tables::HEALTH, "selftest-probe")
+        .map_err(|e| e.to_string())?
+    {
+        Some(v) if v[..] == probe[..] => Ok(()),
+        _ => Err("store read-back did not return what was written".into()),
+    }
+}
+
+/// Whether the cryptographic checks passed: only then may the device seal, sign or write.
+fn crypto_proven(report: &SelfTestReport) -> bool {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("kat:") || c.name == "rng-health")
+        .all(|c| c.passed)
+}
+
+fn log_failures(report: &SelfTestReport) {
+    for c in report.checks.iter().filter(|c| !c.passed) {
+        tracing::error!(check = %c.name, detail = %c.detail, "self-test failed");
+    }
 }
 
 /// Keeps the last self-test in the store, for `kawal audit`.
@@ -113,19 +140,25 @@ pub fn print_report(report: &SelfTestReport) {
 
 /// `kawal selftest`: the same checks as start-up, printed; exit 70 on failure.
 pub fn selftest_cmd(dir: &Path, passphrase: Option<&SecretString>) -> Result<()> {
-    let dev = Device::open(dir, passphrase);
-    let report = self_test(dev.as_ref().ok());
+    let (report, dev) = self_test(|| Device::open(dir, passphrase));
     print_report(&report);
-    if let Ok(dev) = &dev {
-        keep_report(dev, &report)?;
-        let log = dev.audit_log(1000)?;
-        device::record(&log, selftest_event(&report).with("trigger", "operator"))?;
-        log.close().or_exit(Exit::Io, "audit log")?;
+    if !crypto_proven(&report) {
+        // A primitive that failed its known answer must not seal or sign: nothing is written.
+        log_failures(&report);
+        return Err(CliError::new(
+            Exit::SelfTest,
+            "self-test failed: cryptography not proven, nothing written",
+        ));
     }
-    match (report.passed, dev) {
-        (true, Ok(_)) => Ok(()),
-        (_, Err(e)) => Err(e),
-        (false, Ok(_)) => Err(CliError::new(Exit::SelfTest, "self-test failed")),
+    let dev = dev?;
+    keep_report(&dev, &report)?;
+    let log = dev.audit_log(1000)?;
+    device::record(&log, selftest_event(&report).with("trigger", "operator"))?;
+    log.close().or_exit(Exit::Io, "audit log")?;
+    if report.passed {
+        Ok(())
+    } else {
+        Err(CliError::new(Exit::SelfTest, "self-test failed"))
     }
 }
 
@@ -148,16 +181,20 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
         ("management API", config.api),
         ("MQTT listener", config.mqtt),
     ])?;
-    let dev = Device::open(&config.data_dir, passphrase);
-    let report = self_test(dev.as_ref().ok());
+    let (report, dev) = self_test(|| Device::open(&config.data_dir, passphrase));
+    if !crypto_proven(&report) {
+        log_failures(&report);
+        return Err(CliError::new(
+            Exit::SelfTest,
+            "power-up self-test failed (cryptography): not serving, nothing written",
+        ));
+    }
     let dev = dev?;
     keep_report(&dev, &report)?;
     let log = dev.audit_log(config.checkpoint_every)?;
     device::record(&log, selftest_event(&report).with("trigger", "power-up"))?;
     if !report.passed {
-        for c in report.checks.iter().filter(|c| !c.passed) {
-            tracing::error!(check = %c.name, detail = %c.detail, "self-test failed");
-        }
+        log_failures(&report);
         log.close().or_exit(Exit::Io, "audit log")?;
         return Err(CliError::new(
             Exit::SelfTest,
@@ -231,10 +268,10 @@ pub fn demo(dir: &Path) -> Result<()> {
             dir.display()
         ));
         if let Some(pw) = p.admin_password {
-            output::line(&format!(
+            output::line(&zeroize::Zeroizing::new(format!(
                 "admin password (shown once, change at first login): {}",
                 pw.expose()
-            ));
+            )));
         }
     } else {
         output::line(&format!(

@@ -102,6 +102,22 @@ pub struct DeviceInfo {
     pub kek_argon2: Argon2Params,
 }
 
+impl DeviceInfo {
+    /// Facts of a folder whose device.json is gone (only `reset` uses it).
+    pub fn placeholder() -> Self {
+        Self {
+            uid: "unknown".into(),
+            uid_source: kawal_platform::uid::UidSource::Factory,
+            provisioned_at: String::new(),
+            dev: false,
+            provisioned_by: String::new(),
+            passphrase: false,
+            binding_sources: Vec::new(),
+            kek_argon2: Argon2Params::OWASP,
+        }
+    }
+}
+
 /// Writes a file atomically (temp, fsync, rename, fsync folder) with `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension("tmp");

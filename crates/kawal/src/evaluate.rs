@@ -90,6 +90,40 @@ pub fn gather(dev: &Device) -> Result<Facts> {
     })
 }
 
+/// How well the root secret is protected at rest, which bounds every data-at-rest control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KekStrength {
+    /// An operator passphrase (Argon2id) is part of the key-encryption key.
+    Passphrase,
+    /// Bound to hardware identity (DMI UUID or device-tree serial) the disk does not hold.
+    Hardware,
+    /// Only facts stored on the same disk (/etc/machine-id): the disk alone unseals it.
+    DiskOnly,
+}
+
+fn kek_strength(info: &crate::device::DeviceInfo) -> KekStrength {
+    if info.passphrase {
+        KekStrength::Passphrase
+    } else if info.binding_sources.iter().any(|s| s != "machine-id") {
+        KekStrength::Hardware
+    } else {
+        KekStrength::DiskOnly
+    }
+}
+
+/// The verdict a data-at-rest control can reach given the key-encryption key, and why not more.
+fn at_rest(kek: KekStrength, finding: Finding) -> Finding {
+    match kek {
+        KekStrength::Passphrase => finding,
+        KekStrength::Hardware => finding.clone_with(Verdict::Manual).reason(
+            "the root secret is sealed to this machine's hardware identity only (no passphrase, no TPM): the disk alone does not open it, but the disk together with the board does; assess the physical risk or provision with a passphrase",
+        ),
+        KekStrength::DiskOnly => finding.clone_with(Verdict::NotMet).reason(
+            "the root secret is sealed under facts stored on the same disk (/etc/machine-id only: no hardware identity, passphrase or TPM), so whoever holds the disk can unseal it; provision with a passphrase (--passphrase-file or KAWAL_PASSPHRASE)",
+        ),
+    }
+}
+
 fn later(code: &str, what: &str) -> Finding {
     Finding::new(code, Verdict::NotMet).reason(format!("not built yet: {what}"))
 }
@@ -179,45 +213,38 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
     } else {
         Finding::new("CR-1-1", Verdict::NotMet).reason("no passing power-up self-test on record: the primitives are not proven on this device")
     });
-    let kek = if f.info.passphrase {
-        "machine binding + Argon2id passphrase"
-    } else {
-        "machine binding only"
+    let kek = kek_strength(&f.info);
+    let kek_text = match kek {
+        KekStrength::Passphrase => "machine binding + Argon2id-stretched passphrase",
+        KekStrength::Hardware => "machine binding only (hardware identity)",
+        KekStrength::DiskOnly => "machine binding only (/etc/machine-id, on the same disk)",
     };
-    let cr12 = Finding::new(
-        "CR-1-2",
-        if f.info.passphrase {
-            Verdict::Met
-        } else {
-            Verdict::Manual
-        },
-    )
-    .evidence(
-        "root secret",
-        format!("256-bit, sealed AES-256-GCM, file mode {:o}", f.root_mode),
-    )
-    .evidence(
-        "key-encryption key",
-        format!("{kek}; bound to {}", f.info.binding_sources.join(", ")),
-    )
-    .evidence(
-        "key versions",
-        f.keyring
-            .iter()
-            .map(|(p, (c, n))| format!("{p} v{c} ({n} live)"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
-    .evidence(
-        "rotation",
-        "kawal keys rotate PURPOSE: new version, records re-sealed, old version destroyed",
-    );
+    let cr12 = Finding::new("CR-1-2", Verdict::Met)
+        .evidence(
+            "root secret",
+            format!("256-bit, sealed AES-256-GCM, file mode {:o}", f.root_mode),
+        )
+        .evidence(
+            "key-encryption key",
+            format!("{kek_text}; bound to {}", f.info.binding_sources.join(", ")),
+        )
+        .evidence(
+            "key versions",
+            f.keyring
+                .iter()
+                .map(|(p, (c, n))| format!("{p} v{c} ({n} live)"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .evidence(
+            "rotation",
+            "kawal keys rotate PURPOSE: new version, records re-sealed, old version destroyed",
+        );
     out.push(if f.root_mode & 0o077 != 0 {
-        cr12.clone_with(Verdict::NotMet).reason("root.sealed is accessible to other users")
-    } else if f.info.passphrase {
-        cr12
+        cr12.clone_with(Verdict::NotMet)
+            .reason("root.sealed is accessible to other users")
     } else {
-        cr12.reason("the root is sealed to this machine only (no TPM, no passphrase): a copied data folder will not open elsewhere, but an attacker with root on this machine could unseal it; assess the physical risk or provision with a passphrase")
+        at_rest(kek, cr12)
     });
     out.push(
         Finding::new("CR-1-3", if f.keyring.len() >= 3 { Verdict::Met } else { Verdict::NotMet })
@@ -229,18 +256,26 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
     // Data security.
     out.push(later("DS-1-1", GATEWAY));
     out.push(later("DS-1-2", GATEWAY));
-    out.push(
+    out.push(at_rest(
+        kek,
         Finding::new("DS-1-3", Verdict::Met)
             .evidence("store", format!("{} record(s) sealed AES-256-GCM, table and keyed-hash key bound as associated data", f.data_records + f.pii_records))
-            .evidence("record names", "stored as HMAC-SHA256 keyed hashes"),
+            .evidence("record names", "stored as HMAC-SHA256 keyed hashes")
+            .evidence("key-encryption key", kek_text)
+            .evidence("audit log", "hash-chained and signed, not encrypted: it holds no secrets (redacted) but names users and devices"),
+    ));
+    out.push(
+        Finding::new("DS-1-4", Verdict::Manual)
+            .evidence("secure erase", "kawal reset --secure destroys the root secret (crypto-erase): nothing deleted before it can be restored")
+            .evidence("single records", "a deleted record leaves its ciphertext in the store's free pages until they are reused; rotating the class key (kawal keys rotate store-data|pii) makes it unreadable")
+            .reason("deleting one record does not by itself make it unrecoverable while its key version lives: an operator must rotate the key after deleting sensitive records (not automatic yet)"),
     );
-    for code in ["DS-1-4", "DS-1-5"] {
-        out.push(
-            Finding::new(code, Verdict::Met)
-                .evidence("secure erase", "kawal reset --secure: overwrites and removes the sealed root secret (crypto-erase), then every data file")
-                .evidence("deleted records", "sealed under keys derived from the root; rotation destroys old key versions"),
-        );
-    }
+    out.push(at_rest(
+        kek,
+        Finding::new("DS-1-5", Verdict::Met)
+            .evidence("secure reset", "kawal reset --secure: overwrites and removes the sealed root secret, then every data file; a receipt with the final signed checkpoint remains")
+            .evidence("limits", "docs/crypto-erase.md: old flash blocks of the sealed root are only as safe as the key-encryption key"),
+    ));
     out.push(later("DS-2-1", GATEWAY));
     out.push(later("DS-3-1", API));
     out.push(later("DS-3-2", API));
@@ -319,30 +354,26 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
         ),
     });
     let total: u64 = f.events.values().sum();
+    let log_ok = f.log.is_ok();
     out.push(
-        Finding::new(
-            "PL-4-1",
-            if total > 0 {
-                Verdict::Met
-            } else {
-                Verdict::NotMet
-            },
-        )
-        .evidence(
-            "events logged",
-            f.events
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        )
-        .reason_if(total == 0, "the audit log is empty"),
+        Finding::new("PL-4-1", if total > 0 && log_ok { Verdict::Met } else { Verdict::NotMet })
+            .evidence("events logged", f.events.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
+            .evidence("not yet logged", "logins, sessions, devices and updates: they arrive with the API, gateway and update work")
+            .reason_if(total == 0, "the audit log is empty")
+            .reason_if(total > 0 && !log_ok, "the audit log does not verify, so its events cannot be relied on"),
     );
     out.push(match &f.log {
-        Ok(r) => Finding::new("PL-4-2", Verdict::Met)
-            .evidence("verification", format!("{} entries, {} signed checkpoints, chain intact", r.entries, r.checkpoints))
-            .evidence("anchor", if r.anchor_checked { "checked against the sealed anchor in the store" } else { "no anchor yet" })
-            .evidence("remote forwarding", "not built yet (RFC 5425 sink comes with the platform work); local log is hash-chained and signed"),
+        Ok(r) => {
+            let mut finding = Finding::new("PL-4-2", Verdict::NotMet)
+                .evidence("verification", format!("{} entries, {} signed checkpoints, chain intact", r.entries, r.checkpoints))
+                .evidence("anchor", if r.anchor_checked { "checked against the sealed anchor in the store" } else { "none" })
+                .evidence("unsigned entries after the last checkpoint", r.unsigned_tail.to_string())
+                .evidence("tamper records", format!("{}", r.tamper_records.len()));
+            finding = finding.reason(
+                "local protection only: the log is hash-chained, signed and anchored in the store, but someone who can write the disk can roll the store and the log back together (no hardware monotonic counter), and the log is not yet forwarded off the device (RFC 5425), so loss is not prevented",
+            );
+            finding
+        }
         Err(e) => Finding::new("PL-4-2", Verdict::NotMet).reason(format!("the audit log does not verify: {e}")),
     });
     out.push(match f.clock {

@@ -138,9 +138,11 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
     let store = Store::create(&layout.store(), keys, Sharing::MultiProcess)
         .map_err(|e| CliError::new(Exit::Io, format!("cannot create the store: {e}")))?;
     drop(store);
-    device::write_atomic(&layout.root_sealed(), &sealed, 0o600)?;
+    // device.json first: a crash before the root is written leaves a folder that
+    // `kawal reset --secure` recognises and clears.
     let info_json = serde_json::to_vec_pretty(&info).or_exit(Exit::Failure, "device.json")?;
     device::write_atomic(&layout.device_json(), &info_json, 0o644)?;
+    device::write_atomic(&layout.root_sealed(), &sealed, 0o600)?;
 
     let dev = Device::open(&opts.data_dir, opts.passphrase.as_ref())?;
     let log = dev.audit_log(1000)?;
@@ -205,6 +207,15 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
 
     // The unique pre-installed admin password: random, shown once, kept only as Argon2id.
     let password = password::generate(ADMIN_PASSWORD_BITS).or_exit(Exit::Failure, "password")?;
+    // The label is written before the hash is stored: a failed write must not leave a device
+    // whose only password nobody has seen.
+    if let Some(path) = &opts.label_out {
+        let text = zeroize::Zeroizing::new(format!(
+            "kawal device {uid}\nadmin password (change at first login): {}\n",
+            password.expose()
+        ));
+        device::write_atomic(path, text.as_bytes(), 0o600)?;
+    }
     let account = Account {
         username: "admin".into(),
         role: "admin".into(),
@@ -229,16 +240,10 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
     )?;
     log.close().or_exit(Exit::Io, "audit log")?;
 
-    let admin_password = match &opts.label_out {
-        Some(path) => {
-            let text = format!(
-                "kawal device {uid}\nadmin password (change at first login): {}\n",
-                password.expose()
-            );
-            device::write_atomic(path, text.as_bytes(), 0o600)?;
-            None
-        }
-        None => Some(password),
+    let admin_password = if opts.label_out.is_some() {
+        None
+    } else {
+        Some(password)
     };
     Ok(Provisioned {
         uid,

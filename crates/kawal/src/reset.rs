@@ -49,7 +49,15 @@ fn shred(path: &Path) -> Result<()> {
 /// Runs the reset. Without `yes`, the operator must type the device UID.
 pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) -> Result<()> {
     let layout = Layout::new(dir);
-    let info = device::read_info(&layout)?;
+    // A folder whose device.json is missing (an interrupted init) can still be erased.
+    let info = match device::read_info(&layout) {
+        Ok(info) => info,
+        Err(_) if layout.root_sealed().exists() || layout.store().exists() => device::DeviceInfo {
+            uid: "unknown".into(),
+            ..device::DeviceInfo::placeholder()
+        },
+        Err(e) => return Err(e),
+    };
     if !yes {
         output::err(&format!(
             "This destroys every key and all data of device {} in {}. Type the device UID to confirm:",

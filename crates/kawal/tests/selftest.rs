@@ -45,15 +45,16 @@ fn each_injected_failure_is_refused() {
             r.stdout
         );
     }
-    // Each refusal was logged.
+    // A failed primitive writes nothing (it must not seal or sign); a failed clock check
+    // is logged by the proven primitives.
     let r = run(&["log", "show", "--data-dir", d(&data), "--event", "selftest"]);
-    assert_eq!(
-        r.stdout
-            .lines()
-            .filter(|l| l.contains("selftest.failed"))
-            .count(),
-        kawal_platform::selftest::check_names().len()
-    );
+    let failed: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("selftest.failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", r.stdout);
+    assert!(failed[0].contains("clock"), "{}", failed[0]);
 }
 
 /// G045: PL-3-4
@@ -61,6 +62,7 @@ fn each_injected_failure_is_refused() {
 fn the_daemon_does_not_serve_after_a_failed_self_test() {
     let (t, data, _) = provisioned();
     let config = config_for(t.path(), &data);
+    let before = run(&["log", "show", "--data-dir", d(&data), "--json"]).stdout;
     let r = run_cmd(
         kawal()
             .args(["run", "--config", d(&config)])
@@ -68,7 +70,15 @@ fn the_daemon_does_not_serve_after_a_failed_self_test() {
     );
     assert_eq!(r.code, 70, "{}", r.all());
     assert!(r.stderr.contains("self-test failed"), "{}", r.stderr);
+    let after = run(&["log", "show", "--data-dir", d(&data), "--json"]).stdout;
+    assert_eq!(before, after, "a failed primitive wrote to the log");
+    let r = run_cmd(
+        kawal()
+            .args(["run", "--config", d(&config)])
+            .env("KAWAL_SELFTEST_INJECT", "clock"),
+    );
+    assert_eq!(r.code, 70, "{}", r.all());
     let log = run(&["log", "show", "--data-dir", d(&data)]);
-    assert!(log.stdout.contains("selftest.failed"));
+    assert!(log.stdout.contains("selftest.failed"), "{}", log.stdout);
     assert!(!log.stdout.contains("daemon.started"), "{}", log.stdout);
 }
