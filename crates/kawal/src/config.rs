@@ -169,6 +169,8 @@ pub struct ValidConfig {
     pub mqtt: SocketAddr,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
+    /// SHA-256 of the file as read, so a change between starts is logged.
+    pub sha256: String,
 }
 
 /// Every problem found, each naming its key.
@@ -234,6 +236,7 @@ impl RawConfig {
                 api,
                 mqtt,
                 insecure,
+                sha256: String::new(),
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -290,7 +293,7 @@ pub fn load(path: &Path) -> Result<ValidConfig> {
         .map_err(|e| CliError::new(Exit::Config, format!("{}: {e}", path.display())))?;
     let raw: RawConfig = toml::from_str(&text)
         .map_err(|e| CliError::new(Exit::Config, format!("{}: {e}", path.display())))?;
-    let valid = raw.validate().map_err(|ConfigErrors(errs)| {
+    let mut valid = raw.validate().map_err(|ConfigErrors(errs)| {
         CliError::new(
             Exit::Config,
             format!(
@@ -303,6 +306,7 @@ pub fn load(path: &Path) -> Result<ValidConfig> {
     if let Some(p) = &valid.passphrase_file {
         check_permissions(p, "passphrase file", true)?;
     }
+    valid.sha256 = hex::encode(kawal_crypto::sha256(text.as_bytes()));
     Ok(valid)
 }
 

@@ -201,8 +201,23 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
             "power-up self-test failed: not serving",
         ));
     }
+    // A configuration that differs from the one of the last start is a security event.
+    let last: Option<String> = dev.get_json(tables::HEALTH, "config-sha256")?;
+    if last.as_deref() != Some(config.sha256.as_str()) {
+        let mut changed = Event::new("config.changed", "kawal", Outcome::Info)
+            .with("sha256", config.sha256.as_str());
+        if let Some(old) = &last {
+            changed = changed.with("previous_sha256", old.as_str());
+        }
+        device::record(&log, changed)?;
+        let json = serde_json::to_vec(&config.sha256).or_exit(Exit::Failure, "config hash")?;
+        dev.store
+            .put(tables::HEALTH, "config-sha256", &json)
+            .or_exit(Exit::Io, "store")?;
+    }
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
         .with("version", crate::PRODUCT)
+        .with("config_sha256", config.sha256.as_str())
         .with("uid", dev.info.uid.as_str())
         .with("pid", u64::from(std::process::id()));
     if !config.insecure.is_empty() {

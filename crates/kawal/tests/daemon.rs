@@ -79,6 +79,16 @@ fn the_daemon_starts_and_stops_on_sigterm_and_logs_both() {
     );
     let v = run(&["log", "verify", "--data-dir", d(&data)]);
     assert_eq!(v.code, 0, "{}", v.all());
+    // The first start records the configuration it runs with.
+    assert_eq!(
+        log.stdout
+            .lines()
+            .filter(|l| l.contains("config.changed"))
+            .count(),
+        1,
+        "{}",
+        log.stdout
+    );
 }
 
 #[test]
