@@ -50,6 +50,12 @@ pub fn run_cmd(c: &mut Command) -> Run {
 
 /// Provisions a dev device in a fresh temp folder; returns (tempdir, data dir, admin password).
 pub fn provisioned() -> (tempfile::TempDir, PathBuf, String) {
+    let (t, d, pw, _) = provisioned_with_output();
+    (t, d, pw)
+}
+
+/// As [`provisioned`], with everything `init` printed.
+pub fn provisioned_with_output() -> (tempfile::TempDir, PathBuf, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let r = run(&[
@@ -68,7 +74,8 @@ pub fn provisioned() -> (tempfile::TempDir, PathBuf, String) {
         .expect("password line")
         .trim()
         .to_owned();
-    (tmp, data, pw)
+    let out = r.all();
+    (tmp, data, pw, out)
 }
 
 pub fn d(p: &Path) -> &str {
