@@ -115,10 +115,10 @@ fn kek_strength(info: &crate::device::DeviceInfo) -> KekStrength {
 fn at_rest(kek: KekStrength, finding: Finding) -> Finding {
     match kek {
         KekStrength::Passphrase => finding,
-        KekStrength::Hardware => finding.clone_with(Verdict::Manual).reason(
+        KekStrength::Hardware => finding.with_verdict(Verdict::Manual).reason(
             "the root secret is sealed to this machine's hardware identity only (no passphrase, no TPM): the disk alone does not open it, but the disk together with the board does; assess the physical risk or provision with a passphrase",
         ),
-        KekStrength::DiskOnly => finding.clone_with(Verdict::NotMet).reason(
+        KekStrength::DiskOnly => finding.with_verdict(Verdict::NotMet).reason(
             "the root secret is sealed under facts stored on the same disk (/etc/machine-id only: no hardware identity, passphrase or TPM), so whoever holds the disk can unseal it; provision with a passphrase (--passphrase-file or KAWAL_PASSPHRASE)",
         ),
     }
@@ -241,7 +241,7 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
             "kawal keys rotate PURPOSE: new version, records re-sealed, old version destroyed",
         );
     out.push(if f.root_mode & 0o077 != 0 {
-        cr12.clone_with(Verdict::NotMet)
+        cr12.with_verdict(Verdict::NotMet)
             .reason("root.sealed is accessible to other users")
     } else {
         at_rest(kek, cr12)
@@ -394,14 +394,14 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
 
 trait FindingExt {
     fn reason_if(self, cond: bool, why: &str) -> Self;
-    fn clone_with(self, v: Verdict) -> Self;
+    fn with_verdict(self, v: Verdict) -> Self;
 }
 
 impl FindingExt for Finding {
     fn reason_if(self, cond: bool, why: &str) -> Self {
         if cond { self.reason(why) } else { self }
     }
-    fn clone_with(mut self, v: Verdict) -> Self {
+    fn with_verdict(mut self, v: Verdict) -> Self {
         self.verdict = v;
         self
     }
