@@ -143,6 +143,16 @@ pub enum TamperFinding {
         /// The segment file.
         path: PathBuf,
     },
+    /// Complete, well-chained entries follow the last checkpoint whose signature verifies.
+    /// Every writer ends each durable batch with a signed checkpoint (in the same write and
+    /// sync), so these were appended by someone without the signing key, or are the events
+    /// of a batch whose checkpoint line a crash cut off: the two cannot be told apart.
+    UnsignedTail {
+        /// The first entry not covered by a valid checkpoint.
+        first_seq: u64,
+        /// The last entry of the log.
+        last_seq: u64,
+    },
 }
 
 impl TamperFinding {
@@ -155,6 +165,7 @@ impl TamperFinding {
             Self::Corrupt { .. } => "corrupt",
             Self::ShrankWhileOpen { .. } => "shrank_while_open",
             Self::SegmentReplaced { .. } => "segment_replaced",
+            Self::UnsignedTail { .. } => "unsigned_tail",
         }
     }
 }
@@ -203,6 +214,14 @@ impl fmt::Display for TamperFinding {
             Self::SegmentReplaced { path } => {
                 write!(f, "{} was deleted or replaced while open", path.display())
             }
+            Self::UnsignedTail {
+                first_seq,
+                last_seq,
+            } => write!(
+                f,
+                "entries {first_seq} to {last_seq} follow the last valid signed checkpoint \
+                 (appended without the signing key, or a batch cut off by a crash)"
+            ),
         }
     }
 }

@@ -4,10 +4,11 @@
 //! (`<dir>/audit/log-NNNNNN.jsonl`). Each entry carries a gap-free sequence number, a
 //! timestamp with the clock's synchronisation state and a monotonic reading, and the SHA-256
 //! of the previous entry, so that changing, removing, inserting or reordering any entry breaks
-//! the chain. Every [`AuditOptions::checkpoint_every`] entries (and on demand and on close) a
-//! checkpoint entry is signed with the device's Ed25519 audit key, and the newest checkpoint
-//! is kept as an [`Anchor`] by the caller where an attacker who can rewrite the log files
-//! cannot (the encrypted store), so that truncation is detected too.
+//! the chain. Every durable batch ends with a checkpoint entry signed with the device's Ed25519
+//! audit key, so nothing can be appended without the key; every
+//! [`AuditOptions::checkpoint_every`] entries (and on demand and on close) the newest
+//! checkpoint is kept as an [`Anchor`] by the caller where an attacker who can rewrite the log
+//! files cannot (the encrypted store), so that truncation is detected too.
 //!
 //! - [`entry`]: the entry, its canonical serialisation and hash.
 //! - [`canonical`]: the strict parser of that serialisation (one encoding per entry).

@@ -1,15 +1,16 @@
 //! [`AuditLog`]: appends that are durable before they return, with group commit.
 //!
 //! Appenders put their events on a queue and wait. One writer thread takes everything queued,
-//! serialises it (inserting checkpoints as due), writes it with one `write`, makes it durable
-//! with one `fdatasync`, saves the anchor if it wrote a checkpoint, and only then wakes each
-//! appender with its seqs. A failed write or sync is returned to every appender of that batch
-//! and of every later one: the log is failed, since after a failed sync it cannot know what
-//! reached the disk. Durable batches then go to the [`Sink`]s on a thread of their own, so a
+//! serialises it followed by a signed checkpoint, writes it with one `write`, makes it
+//! durable with one `fdatasync`, saves the anchor if it is due (see
+//! [`AuditOptions::checkpoint_every`]), and only then wakes each appender with its seqs. A
+//! failed write or sync is returned to every appender of that batch and of every later one:
+//! the log is failed, since after a failed sync it cannot know what reached the disk. Durable batches then go to the [`Sink`]s on a thread of their own, so a
 //! slow or broken sink never holds up the log.
 //!
 //! Other processes (the CLI) may append to the same log: each batch holds an exclusive lock
-//! on `audit/lock`, and first follows whatever another process appended since our last batch.
+//! on `audit/lock`, and first follows whatever another process appended since our last batch,
+//! which must end with a checkpoint signed with our key (else it is a tamper finding).
 //!
 //! Entries are stamped by the writer as it serialises them (under the lock), not when
 //! `append` was called: the time of recording, at most one sync (~1 ms) after the call, and
@@ -49,7 +50,18 @@ pub enum TamperPolicy {
 
 /// Options for [`AuditLog::open`].
 pub struct AuditOptions {
-    /// A checkpoint is written after at most this many entries (at least 1). Default 1000.
+    /// How often the anchor is saved to the [`AnchorStore`]: whenever it would otherwise lag
+    /// this many entries (at least 1) or more behind the log, and on
+    /// [`AuditLog::checkpoint`] and [`AuditLog::close`]. Default 1000.
+    ///
+    /// Checkpoints themselves are not governed by it: every batch of events ends with a
+    /// signed checkpoint in the same write and sync, so the log never has an unsigned tail
+    /// (an open or catch-up that finds one reports [`TamperFinding::UnsignedTail`]). Saving
+    /// the anchor is another durable commit, in another store, so it is done less often;
+    /// removal of whole batches from the end back to the anchor is what it cannot see until
+    /// the next save.
+    ///
+    /// [`TamperFinding::UnsignedTail`]: crate::TamperFinding::UnsignedTail
     pub checkpoint_every: u64,
     /// A new segment is started at the first batch after the current one reaches this size.
     /// Default 16 MiB.
@@ -100,8 +112,8 @@ pub struct Stats {
     pub checkpoints: u64,
     /// Batches written, each with one sync.
     pub batches: u64,
-    /// Checkpoints whose anchor could not be saved (entries durable, truncation detection
-    /// stays at the previous anchor).
+    /// Anchor saves that failed (entries durable, truncation detection stays at the
+    /// previous anchor; the next batch tries again).
     pub anchor_failures: u64,
     /// Batches delivered to all sinks.
     pub sink_batches_delivered: u64,
@@ -141,7 +153,9 @@ impl AuditLog {
     ///
     /// The end of the log is checked against the anchor from `anchors`: if the log is shorter
     /// than the anchored checkpoint, or its entry there is not that checkpoint, or later
-    /// entries do not chain from it, this returns [`Error::Tampered`] unless
+    /// entries do not chain from it, or the log does not end with a checkpoint signed with
+    /// `signer`'s key ([`crate::TamperFinding::UnsignedTail`]), this returns
+    /// [`Error::Tampered`] unless
     /// `options.on_tamper` says to record the finding and continue. An incomplete last line
     /// (a write cut by a crash, never acknowledged) is removed and the removal recorded.
     pub fn open(
@@ -159,7 +173,11 @@ impl AuditLog {
         let guard = lock_file.lock()?;
         let anchor = anchors.load()?;
         let policy = options.on_tamper;
-        let (tail, finding) = match recover::open_tail(&audit_dir, anchor.as_ref()) {
+        let keys = recover::Keys {
+            uid: device_uid.to_owned(),
+            trusted: TrustedKeys::new().with(signer.key_version(), signer.public_key()),
+        };
+        let (tail, finding) = match recover::open_tail(&audit_dir, anchor.as_ref(), &keys) {
             Ok(t) => (t, None),
             Err(Error::Tampered { finding }) if policy == TamperPolicy::RecordAndContinue => {
                 (recover::fallback_tail(&audit_dir)?, Some(finding))
@@ -179,7 +197,9 @@ impl AuditLog {
             signer,
             anchors,
             clock,
+            keys,
             checkpoint_every: options.checkpoint_every.max(1),
+            anchored_seq: anchor.as_ref().map_or(0, |a| a.seq),
             segment_max_bytes: options.segment_max_bytes,
             policy,
             keep_entries: !options.sinks.is_empty(),
@@ -240,7 +260,8 @@ impl AuditLog {
         seqs.first().copied().ok_or(Error::Closed)
     }
 
-    /// Appends events in order (possibly with a checkpoint between them); returns their seqs
+    /// Appends events in order (possibly with other appenders' events or a checkpoint between
+    /// them); returns their seqs
     /// once all are durable. Either all are recorded or an error is returned.
     pub fn append_batch(&self, events: Vec<Event>) -> Result<Vec<u64>> {
         for e in &events {

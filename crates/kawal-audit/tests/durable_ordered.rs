@@ -15,11 +15,15 @@ fn an_event_is_in_the_file_when_append_returns() {
         let seq = log
             .append(event(i).with("marker", format!("m-{i}")))
             .unwrap();
-        // Read the file behind the writer's back, while it is still open.
+        // Read the file behind the writer's back, while it is still open: the event, then
+        // the checkpoint that signs it, written and synced with it.
         let lines = fx.all_lines();
         let last = parse(&lines.last().unwrap().1);
-        assert_eq!(last.seq, seq);
-        assert_eq!(last.details.get("marker"), Some(&format!("m-{i}").into()));
+        assert!(last.is_checkpoint());
+        assert_eq!(last.seq, seq + 1);
+        let event = parse(&lines[lines.len() - 2].1);
+        assert_eq!(event.seq, seq);
+        assert_eq!(event.details.get("marker"), Some(&format!("m-{i}").into()));
     }
     drop(log);
 }
@@ -63,12 +67,24 @@ fn seqs_are_gap_free_and_in_append_order_across_restarts() {
 
 /// G045: PL-4-1
 #[test]
-fn checkpoints_come_at_least_every_n_entries_and_on_request() {
+fn every_batch_is_signed_and_the_anchor_saved_every_n_entries_and_on_request() {
     let fx = Fixture::new();
     let log = fx.open();
+    let mut anchors = std::collections::BTreeSet::new();
     for i in 0..35 {
-        log.append(event(i)).unwrap();
+        let seq = log.append(event(i)).unwrap();
+        // The batch's checkpoint is seq + 1; the anchor lags it by fewer than 10 entries.
+        let anchored = fx.anchor().map_or(0, |a| a.seq);
+        assert!(
+            seq + 1 - anchored < 10,
+            "anchor {anchored} too far behind {seq}"
+        );
+        anchors.insert(anchored);
     }
+    assert!(
+        anchors.len() < 10,
+        "the anchor is not saved for every batch: {anchors:?}"
+    );
     let cp = log.checkpoint().unwrap();
     assert_eq!(
         log.checkpoint().unwrap(),
@@ -81,14 +97,11 @@ fn checkpoints_come_at_least_every_n_entries_and_on_request() {
         "the anchor follows the durable checkpoint"
     );
     log.close().unwrap();
-    let mut since = 0;
-    for (_, line) in fx.all_lines() {
-        if parse(&line).is_checkpoint() {
-            since = 0;
-        } else {
-            since += 1;
-            assert!(since <= 10, "more than 10 entries without a checkpoint");
-        }
+    // One append per batch: each event is followed at once by the checkpoint signing it.
+    let lines = fx.all_lines();
+    for pair in lines.chunks(2) {
+        assert!(!parse(&pair[0].1).is_checkpoint());
+        assert!(parse(&pair[1].1).is_checkpoint(), "an event left unsigned");
     }
 }
 

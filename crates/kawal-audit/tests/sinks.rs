@@ -53,7 +53,7 @@ fn a_failing_sink_is_counted_and_the_local_log_is_complete() {
     assert!(sink.entries().is_empty());
     assert_eq!(
         fx.verify().unwrap().entries,
-        6,
-        "5 events and the closing checkpoint"
+        10,
+        "5 events, each signed by its batch's checkpoint"
     );
 }

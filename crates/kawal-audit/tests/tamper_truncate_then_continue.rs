@@ -17,7 +17,8 @@ fn detects_a_forged_continuation_after_truncation() {
     let total = lines.len();
     lines.truncate(20);
     // Continue with plausible events, seqs and links correct, past the anchored seq.
-    let template = parse(&lines[5]);
+    let template = parse(&lines[4]);
+    assert!(!template.is_checkpoint());
     while lines.len() < total + 5 {
         let last = parse(lines.last().unwrap());
         let mut e = template.clone();

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::canonical::{self, ParseError, Reason};
-use crate::chain::Anchor;
-use crate::entry::EntryHash;
+use crate::chain::{Anchor, TrustedKeys, checkpoint_message};
+use crate::entry::{Checkpoint, EntryHash};
 use crate::error::{Error, Result, TamperFinding};
 use crate::segment::{self, split_lines};
 
@@ -62,6 +62,40 @@ impl Tail {
     }
 }
 
+/// Whose checkpoints the writer accepts when it follows entries it did not write: the
+/// device's UID and the public key of its own signer.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub uid: String,
+    pub trusted: TrustedKeys,
+}
+
+impl Keys {
+    /// Whether `cp`, the entry `seq` following `prev`, is a checkpoint we would have written:
+    /// it commits to the chain before it and its signature verifies under our key.
+    fn valid(&self, seq: u64, prev: &EntryHash, cp: &Checkpoint) -> bool {
+        if cp.head != *prev || cp.count != seq - 1 {
+            return false;
+        }
+        let msg = checkpoint_message(&self.uid, seq, &cp.head, cp.count);
+        self.trusted.verify(cp.key_version, &msg, &cp.sig).is_ok()
+    }
+}
+
+/// `t` if every entry in it is covered by a valid checkpoint, else the finding naming those
+/// that are not. Every batch a writer makes ends with a signed checkpoint in the same write,
+/// so an unsigned tail is a forgery, or a crash that persisted a batch's events without its
+/// checkpoint line: indistinguishable, and recorded the same way.
+fn signed(t: Tail) -> Result<Tail> {
+    if t.since_checkpoint == 0 {
+        return Ok(t);
+    }
+    Err(tampered(TamperFinding::UnsignedTail {
+        first_seq: t.head.seq + 1 - t.since_checkpoint,
+        last_seq: t.head.seq,
+    }))
+}
+
 fn tampered(finding: TamperFinding) -> Error {
     Error::Tampered { finding }
 }
@@ -80,7 +114,14 @@ fn corrupt(path: &Path, at: u64, reason: ParseError) -> Error {
 }
 
 /// Follows the chain from `t` through `segs`, starting `offset` bytes into the first one.
-pub(crate) fn scan_forward(segs: &[(u64, PathBuf)], mut offset: u64, mut t: Tail) -> Result<Tail> {
+/// Only checkpoints that `keys` finds valid count as checkpoints; any other entry (a
+/// checkpoint with a bad signature too) is counted in `since_checkpoint`.
+fn scan_forward(
+    segs: &[(u64, PathBuf)],
+    mut offset: u64,
+    mut t: Tail,
+    keys: &Keys,
+) -> Result<Tail> {
     for (i, (n, path)) in segs.iter().enumerate() {
         let buf = segment::read_from(path, offset)?;
         let (lines, torn) = split_lines(&buf);
@@ -93,11 +134,12 @@ pub(crate) fn scan_forward(segs: &[(u64, PathBuf)], mut offset: u64, mut t: Tail
                     path: path.clone(),
                 }));
             }
+            let prev = t.head.hash;
             t.head = Head {
                 seq: v.seq,
                 hash: EntryHash::of(line),
             };
-            match v.checkpoint {
+            match v.checkpoint.filter(|cp| keys.valid(v.seq, &prev, cp)) {
                 Some(cp) => {
                     t.since_checkpoint = 0;
                     t.last_checkpoint = Some(Anchor {
@@ -175,8 +217,9 @@ fn last_parseable(segs: &[(u64, PathBuf)]) -> Result<Option<(usize, u64, Head)>>
 ///
 /// With an anchor, the entry at `anchor.seq` must exist and hash to `anchor.head` (its bytes,
 /// signature included, are then the anchored checkpoint), and every later entry must chain
-/// from it. Without one, the last segment is followed from its first entry.
-pub(crate) fn open_tail(audit_dir: &Path, anchor: Option<&Anchor>) -> Result<Tail> {
+/// from it. Without one, the last segment is followed from its first entry. Either way the
+/// log must end with a checkpoint that `keys` finds valid ([`TamperFinding::UnsignedTail`]).
+pub(crate) fn open_tail(audit_dir: &Path, anchor: Option<&Anchor>, keys: &Keys) -> Result<Tail> {
     let segs = segment::list_segments(audit_dir)?;
     let Some((last_n, _)) = segs.last() else {
         return match anchor {
@@ -196,10 +239,10 @@ pub(crate) fn open_tail(audit_dir: &Path, anchor: Option<&Anchor>) -> Result<Tai
                     seq: seq.saturating_sub(1),
                     hash: prev,
                 };
-                return scan_forward(&segs[i..], 0, t);
+                return scan_forward(&segs[i..], 0, t, keys).and_then(signed);
             }
         }
-        return scan_forward(&segs, 0, Tail::empty(*last_n));
+        return scan_forward(&segs, 0, Tail::empty(*last_n), keys).and_then(signed);
     };
     // The anchored entry is not where it should be: removed from the end (truncation), or
     // from the middle (then the chain is broken at the anchored seq).
@@ -259,7 +302,7 @@ pub(crate) fn open_tail(audit_dir: &Path, anchor: Option<&Anchor>) -> Result<Tai
         hash: a.head,
     };
     t.last_checkpoint = Some(*a);
-    scan_forward(&segs[i..], (off + line.len() + 1) as u64, t)
+    scan_forward(&segs[i..], (off + line.len() + 1) as u64, t, keys).and_then(signed)
 }
 
 /// After tampering was found: the end of whatever is there now, to continue from (the last
@@ -291,8 +334,10 @@ pub(crate) fn fallback_tail(audit_dir: &Path) -> Result<Tail> {
 
 /// Under the lock: if another process appended since `t` (the segment grew, or a new one
 /// exists), follow its entries. If our segment shrank, vanished or is another file now
-/// (`ino` is the inode we write to), report tampering.
-pub(crate) fn catch_up(audit_dir: &Path, t: &Tail, ino: u64) -> Result<Option<Tail>> {
+/// (`ino` is the inode we write to), report tampering. What was appended must end with a
+/// checkpoint signed with our key (`keys`), as every writer's batch does; entries after the
+/// last valid one are reported as [`TamperFinding::UnsignedTail`], never adopted silently.
+pub(crate) fn catch_up(audit_dir: &Path, t: &Tail, ino: u64, keys: &Keys) -> Result<Option<Tail>> {
     use std::os::unix::fs::MetadataExt;
 
     let path = segment::segment_path(audit_dir, t.segment);
@@ -328,6 +373,8 @@ pub(crate) fn catch_up(audit_dir: &Path, t: &Tail, ino: u64) -> Result<Option<Ta
             torn: None,
             ..start
         },
+        keys,
     )
+    .and_then(signed)
     .map(Some)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::TamperPolicy;
 use super::group_commit::Body;
-use super::recover::{self, Head, Tail};
+use super::recover::{self, Head, Keys, Tail};
 use crate::chain::{Anchor, AnchorStore, CheckpointSigner, checkpoint_message};
 use crate::details::{Details, MAX_STR_LEN};
 use crate::entry::{self, Checkpoint, Entry, EntryHash, Event, Fields, Outcome};
@@ -40,7 +40,12 @@ pub(crate) struct LogState {
     pub signer: Arc<dyn CheckpointSigner>,
     pub anchors: Arc<dyn AnchorStore>,
     pub clock: Arc<dyn Clock>,
+    /// Whose checkpoints are accepted when following other writers' entries.
+    pub keys: Keys,
+    /// The anchor is saved once it would lag this many entries behind (and when forced).
     pub checkpoint_every: u64,
+    /// The seq of the anchor this process last saved (or found at open).
+    pub anchored_seq: u64,
     pub segment_max_bytes: u64,
     pub policy: TamperPolicy,
     pub keep_entries: bool,
@@ -77,7 +82,7 @@ impl LogState {
         let lock = Arc::clone(&self.lock);
         let _guard = lock.lock()?;
         let mut notes = Vec::new();
-        match recover::catch_up(&self.audit_dir, &self.tail, self.ino) {
+        match recover::catch_up(&self.audit_dir, &self.tail, self.ino, &self.keys) {
             Ok(None) => {}
             Ok(Some(tail)) => self.adopt(tail, &mut notes)?,
             Err(Error::Tampered { finding }) => {
@@ -129,7 +134,11 @@ impl LogState {
     }
 
     /// Writes `notes` (the log's own records, followed by a checkpoint), then every request's
-    /// events with checkpoints as due, in one write and one sync. The caller holds the lock.
+    /// events, then a checkpoint that signs them, in one write and one sync: no batch leaves
+    /// entries unsigned (see [`recover::catch_up`]). The anchor is saved after the sync when
+    /// it would otherwise lag `checkpoint_every` entries or more behind, and always when
+    /// `checkpoint` (close), a [`Body::Checkpoint`] or `notes` ask for it. The caller holds
+    /// the lock.
     pub fn commit_locked(
         &mut self,
         notes: &[Event],
@@ -146,6 +155,7 @@ impl LogState {
             last_checkpoint: self.tail.last_checkpoint,
             out: Committed::default(),
         };
+        let mut save_anchor = checkpoint || !notes.is_empty();
         for note in notes {
             self.push(&mut b, note);
         }
@@ -157,9 +167,6 @@ impl LogState {
             match body {
                 Body::Events(events) => {
                     for event in events {
-                        if b.since_checkpoint >= self.checkpoint_every {
-                            self.push_checkpoint(&mut b);
-                        }
                         seqs.push(self.push(&mut b, event));
                     }
                 }
@@ -168,24 +175,31 @@ impl LogState {
                         self.push_checkpoint(&mut b);
                     }
                     seqs.push(b.head.seq);
+                    save_anchor = true;
                 }
             }
             b.out.seqs.push(seqs);
         }
-        if checkpoint && (b.since_checkpoint > 0 || b.head.seq == 0) {
+        // Every batch ends signed, so a line after the last checkpoint is never ours.
+        if b.since_checkpoint > 0 || (checkpoint && b.head.seq == 0) {
             self.push_checkpoint(&mut b);
         }
         self.write_and_sync()?;
         self.tail.head = b.head;
         self.tail.len += self.buf.len() as u64;
         self.tail.since_checkpoint = b.since_checkpoint;
-        if b.out.checkpoints > 0
-            && let Some(anchor) = b.last_checkpoint
+        if let Some(anchor) = b.last_checkpoint
+            && anchor.seq != self.anchored_seq
+            && (save_anchor
+                || anchor.seq.saturating_sub(self.anchored_seq) >= self.checkpoint_every)
         {
             // Still under the lock, so anchors are saved in log order across processes.
-            if let Err(e) = self.anchors.save(&anchor) {
-                tracing::error!(error = %e, seq = anchor.seq, "audit anchor not saved");
-                b.out.anchor_failed = true;
+            match self.anchors.save(&anchor) {
+                Ok(()) => self.anchored_seq = anchor.seq,
+                Err(e) => {
+                    tracing::error!(error = %e, seq = anchor.seq, "audit anchor not saved");
+                    b.out.anchor_failed = true;
+                }
             }
         }
         self.tail.last_checkpoint = b.last_checkpoint;
@@ -335,6 +349,10 @@ pub(crate) fn tamper_event(finding: &TamperFinding, anchor: Option<&Anchor>) -> 
         TamperFinding::AnchorMismatch { found, .. } => e.with("found_head", found.to_hex()),
         TamperFinding::ChainBroken { seq, .. } => e.with("seq", *seq),
         TamperFinding::Corrupt { line, .. } => e.with("line", *line),
+        TamperFinding::UnsignedTail {
+            first_seq,
+            last_seq,
+        } => e.with("first_seq", *first_seq).with("last_seq", *last_seq),
         _ => e,
     }
 }
