@@ -42,6 +42,17 @@ struct CpInfo {
     count: u64,
     key_version: u32,
     sig: Result<(), SignatureProblem>,
+    sig_bytes: [u8; 64],
+}
+
+/// The newest checkpoint seen by a fast pass, whose signature is checked at the end.
+#[derive(Clone, Copy)]
+struct LastCheckpoint {
+    seq: u64,
+    head: EntryHash,
+    count: u64,
+    key_version: u32,
+    sig: [u8; 64],
 }
 
 /// Parses, hashes and checks the signature of each line of `chunk` (whole lines, each ending
@@ -49,7 +60,7 @@ struct CpInfo {
 fn scan_chunk(
     chunk: &[u8],
     uid: &str,
-    keys: &TrustedKeys,
+    keys: Option<&TrustedKeys>,
     out: &mut Vec<LineInfo>,
 ) -> Option<ParseError> {
     out.clear();
@@ -67,13 +78,17 @@ fn scan_chunk(
             Err(e) => return Some(e),
         };
         let checkpoint = v.checkpoint.map(|cp| {
-            let msg = checkpoint_message(uid, v.seq, &cp.head, cp.count);
-            let sig = keys.verify(cp.key_version, &msg, &cp.sig);
+            // Without keys (the fast pass), signatures are checked once, on the newest checkpoint.
+            let sig = keys.map_or(Ok(()), |keys| {
+                let msg = checkpoint_message(uid, v.seq, &cp.head, cp.count);
+                keys.verify(cp.key_version, &msg, &cp.sig)
+            });
             Box::new(CpInfo {
                 head: cp.head,
                 count: cp.count,
                 key_version: cp.key_version,
                 sig,
+                sig_bytes: cp.sig,
             })
         });
         out.push(LineInfo {
@@ -134,6 +149,33 @@ pub fn verify(
     trusted: &TrustedKeys,
     anchor: Option<&Anchor>,
 ) -> Result<VerifyReport, VerifyError> {
+    // Fast pass: every structural check, and only the newest checkpoint's signature. Its
+    // signature covers the chain head, which commits to every entry and every earlier
+    // checkpoint before it, so the log up to it is authentic if it verifies. On any failure
+    // the full pass runs, checking every signature, so the FIRST bad entry is the one named.
+    if let Ok((report, last)) = verify_pass(dir, device_uid, trusted, anchor, false) {
+        let newest_ok = match last {
+            None => true,
+            Some(cp) => {
+                let msg = checkpoint_message(device_uid, cp.seq, &cp.head, cp.count);
+                trusted.verify(cp.key_version, &msg, &cp.sig).is_ok()
+            }
+        };
+        if newest_ok {
+            return Ok(report);
+        }
+    }
+    verify_pass(dir, device_uid, trusted, anchor, true).map(|(report, _)| report)
+}
+
+fn verify_pass(
+    dir: &Path,
+    device_uid: &str,
+    trusted: &TrustedKeys,
+    anchor: Option<&Anchor>,
+    all_signatures: bool,
+) -> Result<(VerifyReport, Option<LastCheckpoint>), VerifyError> {
+    let last_cp = std::cell::Cell::new(None);
     let audit_dir = segment::audit_dir(dir);
     let segs = segment::list_segments(&audit_dir).map_err(|e| match e {
         crate::Error::Io { path, source, .. } => VerifyError::Io { path, source },
@@ -158,9 +200,10 @@ pub fn verify(
             path,
             last: i + 1 == segs.len(),
             uid: device_uid,
-            trusted,
+            trusted: all_signatures.then_some(trusted),
             anchor,
             workers,
+            last_cp: &last_cp,
         };
         // Read the next segment while this one is checked.
         let (lines, prefetched) = std::thread::scope(|s| {
@@ -194,7 +237,7 @@ pub fn verify(
         }
         report.anchor_checked = true;
     }
-    Ok(report)
+    Ok((report, last_cp.get()))
 }
 
 /// What [`check_segment`] needs besides the bytes.
@@ -202,9 +245,11 @@ struct Ctx<'a> {
     path: &'a Path,
     last: bool,
     uid: &'a str,
-    trusted: &'a TrustedKeys,
+    /// `None` in the fast pass: signatures are not checked per checkpoint.
+    trusted: Option<&'a TrustedKeys>,
     anchor: Option<&'a Anchor>,
     workers: usize,
+    last_cp: &'a std::cell::Cell<Option<LastCheckpoint>>,
 }
 
 fn panicked(path: &Path) -> VerifyError {
@@ -257,7 +302,8 @@ fn check_segment(
             if k == 0 {
                 first = Some((*chunk, out));
             } else {
-                handles.push(s.spawn(move || scan_chunk(chunk, ctx.uid, ctx.trusted, out)));
+                let (uid, trusted) = (ctx.uid, ctx.trusted);
+                handles.push(s.spawn(move || scan_chunk(chunk, uid, trusted, out)));
             }
         }
         let mut errors = Vec::with_capacity(chunks.len());
@@ -276,6 +322,15 @@ fn check_segment(
         for info in chunk_infos {
             let seq = Some(info.seq);
             link(report, info, ctx.anchor).map_err(|p| bad(path, n, seq, p))?;
+            if let Some(cp) = &info.checkpoint {
+                ctx.last_cp.set(Some(LastCheckpoint {
+                    seq: info.seq,
+                    head: cp.head,
+                    count: cp.count,
+                    key_version: cp.key_version,
+                    sig: cp.sig_bytes,
+                }));
+            }
             n += 1;
         }
         if let Some(e) = parse_error {
