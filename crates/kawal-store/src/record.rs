@@ -68,14 +68,37 @@ pub(crate) fn class_of(raw: &[u8]) -> Option<RecordClass> {
     raw.get(1).copied().and_then(RecordClass::from_code)
 }
 
-fn aad(table: &str, hash: &[u8; 32], header: &[u8]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(64 + table.len());
-    a.extend_from_slice(b"kawal-store/v1");
-    a.extend_from_slice(&(table.len() as u64).to_be_bytes());
-    a.extend_from_slice(table.as_bytes());
-    a.extend_from_slice(hash);
-    a.extend_from_slice(header);
-    a
+/// The associated data, built on the stack (table names are at most 64 bytes).
+struct Aad {
+    buf: [u8; 14 + 8 + 64 + 32 + HEADER_LEN],
+    len: usize,
+}
+
+impl Aad {
+    fn new(table: &str, hash: &[u8; 32], header: &[u8]) -> Self {
+        let mut a = Self {
+            buf: [0; 14 + 8 + 64 + 32 + HEADER_LEN],
+            len: 0,
+        };
+        for part in [
+            &b"kawal-store/v1"[..],
+            &(table.len() as u64).to_be_bytes(),
+            table.as_bytes(),
+            hash,
+            header,
+        ] {
+            let end = a.len + part.len();
+            if let Some(dst) = a.buf.get_mut(a.len..end) {
+                dst.copy_from_slice(part);
+                a.len = end;
+            }
+        }
+        a
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The key versions a transaction sees: the table's class key and the record-index key.
@@ -168,7 +191,7 @@ impl Codec {
         plain.extend_from_slice(value);
         let sealed = self
             .seal_key
-            .seal(&aad(self.table.name, &hash, &header), &plain)?;
+            .seal(Aad::new(self.table.name, &hash, &header).bytes(), &plain)?;
         let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
         out.extend_from_slice(&header);
         out.extend_from_slice(&sealed);
@@ -189,17 +212,22 @@ impl Codec {
             return Err(tampered());
         }
         let version = u32::from_be_bytes([header[2], header[3], header[4], header[5]]);
-        let kv = self
-            .versions
-            .class
-            .get(version)
-            .ok_or(Error::KeyDestroyed {
-                table: self.table.name.to_owned(),
-                version,
-            })?;
-        let key = self.cache.class_key(class, kv)?;
+        // Most records are under the current version, whose key this codec already holds.
+        let key = if version == self.seal_key.version() {
+            self.seal_key.clone()
+        } else {
+            let kv = self
+                .versions
+                .class
+                .get(version)
+                .ok_or_else(|| Error::KeyDestroyed {
+                    table: self.table.name.to_owned(),
+                    version,
+                })?;
+            self.cache.class_key(class, kv)?
+        };
         let mut plain = key
-            .open(&aad(self.table.name, hash, header), sealed)
+            .open(Aad::new(self.table.name, hash, header).bytes(), sealed)
             .map_err(|_| tampered())?;
         let (len, rest) = plain.split_at_checked(4).ok_or_else(tampered)?;
         let klen = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
