@@ -94,6 +94,7 @@ impl Store {
                     name: intern(&name),
                     class,
                 };
+                record::definition(table)?; // validates a name read from the file
                 let codec = record::Codec::new(
                     table,
                     record::Versions::write(&tx, &self.cache, table.class)?,
