@@ -402,6 +402,8 @@ fn rotate(
         "config-mac" => dev.store.rotate::<ConfigMac>(),
         "backup" => dev.store.rotate::<Backup>(),
         "audit-signing" => {
+            // A running daemon keeps signing with the key it loaded; rotate with it stopped.
+            let _lock = crate::device::lock_daemon(&dev.layout, "rotating the audit-signing key")?;
             // Keep the retired public key so checkpoints it signed still verify.
             dev.store
                 .put(crate::device::tables::AUDIT_KEYS, &old_signer.key_version().to_string(), &old_signer.public_key())

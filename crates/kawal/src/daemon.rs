@@ -181,6 +181,10 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
         ("management API", config.api),
         ("MQTT listener", config.mqtt),
     ])?;
+    let _running = device::lock_daemon(
+        &device::Layout::new(&config.data_dir),
+        "starting another daemon",
+    )?;
     let (report, dev) = self_test(|| Device::open(&config.data_dir, passphrase));
     if !crypto_proven(&report) {
         log_failures(&report);

@@ -74,6 +74,10 @@ impl Layout {
     pub fn reset_receipt(&self) -> PathBuf {
         self.dir.join("reset-receipt.json")
     }
+    /// `daemon.lock`: held by a running daemon for its whole life.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
     /// Whether the folder holds a provisioned device.
     pub fn is_provisioned(&self) -> bool {
         self.device_json().exists() || self.root_sealed().exists()
@@ -361,6 +365,31 @@ impl Device {
                 serde_json::from_slice(&v).or_exit(Exit::DataErr, "store record")?,
             )),
             None => Ok(None),
+        }
+    }
+}
+
+/// Takes the daemon lock: one daemon per data folder; commands that must not run beside a
+/// daemon take it too. The lock is released when the returned file is dropped.
+pub fn lock_daemon(layout: &Layout, purpose: &str) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(layout.daemon_lock())
+        .or_exit(Exit::Io, "daemon.lock")?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(CliError::new(
+            Exit::NoPerm,
+            format!(
+                "a kawal daemon is running on {}: stop it before {purpose}",
+                layout.dir.display()
+            ),
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(CliError::new(Exit::Io, format!("daemon.lock: {e}")))
         }
     }
 }

@@ -58,6 +58,7 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
         },
         Err(e) => return Err(e),
     };
+    let _lock = device::lock_daemon(&layout, "erasing the device")?;
     if !yes {
         output::err(&format!(
             "This destroys every key and all data of device {} in {}. Type the device UID to confirm:",

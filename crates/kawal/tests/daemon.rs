@@ -42,6 +42,18 @@ fn the_daemon_starts_and_stops_on_sigterm_and_logs_both() {
         let r = run(&args);
         assert_eq!(r.code, 0, "{args:?} beside the daemon: {}", r.all());
     }
+    // One daemon per data folder; the audit key is not rotated under a running daemon; no reset.
+    let second = run(&["run", "--config", d(&config)]);
+    assert_eq!(second.code, 77, "{}", second.all());
+    assert!(
+        second.stderr.contains("daemon is running"),
+        "{}",
+        second.stderr
+    );
+    let rot = run(&["keys", "rotate", "audit-signing", "--data-dir", d(&data)]);
+    assert_eq!(rot.code, 77, "{}", rot.all());
+    let reset = run(&["reset", "--secure", "--yes", "--data-dir", d(&data)]);
+    assert_eq!(reset.code, 77, "{}", reset.all());
     // SIGTERM via kill(1): no unsafe in tests either.
     let pid = child.id().to_string();
     assert!(
