@@ -20,6 +20,14 @@ pub const SECRET_KEY_MARKERS: &[&str] = &[
     "key_material",
     "private",
     "credential",
+    "api_key",
+    "apikey",
+    "psk",
+    "pin",
+    "otp",
+    "cookie",
+    "session_id",
+    "seed",
 ];
 
 /// Most details one event may carry.

@@ -152,7 +152,14 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
             .with("uid", uid.as_str())
             .with("uid_source", source.as_str())
             .with("dev", opts.dev)
-            .with("kek_includes_passphrase", opts.passphrase.is_some()),
+            .with(
+                "kek_source",
+                if opts.passphrase.is_some() {
+                    "machine-binding+operator-input"
+                } else {
+                    "machine-binding"
+                },
+            ),
     )?;
 
     // Device identity.
