@@ -250,3 +250,17 @@ impl Policy {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `new` equals any password in `history` (the initial one and the last N), checked
+/// against their Argon2id verifiers, each in constant time (G045 AU-1-1).
+pub fn reused(
+    new: &SecretString,
+    history: &[kawal_crypto::password::PasswordHash],
+) -> kawal_crypto::Result<bool> {
+    let mut hit = false;
+    // Every entry is checked, so the time does not tell which one matched.
+    for old in history {
+        hit |= kawal_crypto::password::verify(new, old)?;
+    }
+    Ok(hit)
+}

@@ -82,3 +82,15 @@ fn weak_settings_are_refused() {
         .is_err()
     );
 }
+
+/// G045: AU-1-1
+#[test]
+fn a_password_from_the_history_is_refused() {
+    use kawal_crypto::password::{Argon2Params, hash};
+    let old: Vec<_> = ["first-pass-phrase-1", "second-pass-phrase-2"]
+        .iter()
+        .map(|p| hash(&SecretString::new((*p).into()), Argon2Params::TEST).unwrap())
+        .collect();
+    assert!(reused(&SecretString::new("second-pass-phrase-2".into()), &old).unwrap());
+    assert!(!reused(&SecretString::new("third-pass-phrase-3".into()), &old).unwrap());
+}
