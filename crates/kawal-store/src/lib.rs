@@ -162,6 +162,15 @@ fn not_a_store(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// How a store on a custom backend names itself in errors.
+const BACKEND: &str = "<backend>";
+
+fn backend_db(backend: impl StorageBackend) -> Result<redb::Database> {
+    redb::Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| not_a_store(Path::new(BACKEND), e))
+}
+
 impl Store {
     /// Creates a new store at `path` (which must not exist), with first key versions.
     pub fn create(path: &Path, keys: Arc<KeyHierarchy>, sharing: Sharing) -> Result<Self> {
@@ -181,10 +190,7 @@ impl Store {
         backend: impl StorageBackend,
         keys: Arc<KeyHierarchy>,
     ) -> Result<Self> {
-        let db = redb::Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| not_a_store(Path::new("<backend>"), e))?;
-        Self::initialise(db, keys, Path::new("<backend>"))
+        Self::initialise(backend_db(backend)?, keys, Path::new(BACKEND))
     }
 
     fn handle(db: redb::Database, keys: Arc<KeyHierarchy>, path: &Path) -> Self {
@@ -206,16 +212,13 @@ impl Store {
                     path: path.display().to_string(),
                 });
             }
+            keyring::initialise(&tx)?;
+            let data_v = keyring::current::<StoreData>(&tx)?;
+            let canary = store
+                .keys()
+                .aead::<StoreData>(&data_v)?
+                .seal(CANARY_AAD, FORMAT)?;
             meta.insert("format", FORMAT).ctx("write meta")?;
-        }
-        keyring::initialise(&tx)?;
-        let data_v = keyring::current::<StoreData>(&tx)?;
-        let canary = store
-            .keys()
-            .aead::<StoreData>(&data_v)?
-            .seal(CANARY_AAD, FORMAT)?;
-        {
-            let mut meta = tx.open_table(META).ctx("open meta")?;
             meta.insert("canary", canary.as_slice()).ctx("write meta")?;
         }
         tx.commit().ctx("commit")?;
@@ -240,10 +243,7 @@ impl Store {
         backend: impl StorageBackend,
         keys: Arc<KeyHierarchy>,
     ) -> Result<Self> {
-        let db = redb::Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| not_a_store(Path::new("<backend>"), e))?;
-        Self::check(db, keys, Path::new("<backend>"))
+        Self::check(backend_db(backend)?, keys, Path::new(BACKEND))
     }
 
     fn check(db: redb::Database, keys: Arc<KeyHierarchy>, path: &Path) -> Result<Self> {

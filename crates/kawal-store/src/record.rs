@@ -35,7 +35,24 @@ fn table_name(name: &'static str) -> &'static str {
         .unwrap_or_else(|p| p.into_inner());
     names
         .entry(name)
-        .or_insert_with(|| Box::leak(format!("{}{name}", crate::RECORD_PREFIX).into_boxed_str()))
+        .or_insert_with(|| intern(&format!("{}{name}", crate::RECORD_PREFIX)))
+}
+
+/// Interns a table name (a small, bounded set: the code's tables and those found in the file).
+pub(crate) fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 fn check_table(name: &str) -> Result<()> {

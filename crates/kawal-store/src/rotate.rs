@@ -1,7 +1,7 @@
 //! Key rotation (CR-1-2): a new version, every affected record re-sealed, the old version
 //! destroyed, all in one durable transaction: a crash leaves either the old state or the new.
 use kawal_crypto::keys::{KeyVersion, Pii, Purpose, RecordIndex, StoreData};
-use redb::{ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableTable, TableHandle};
 
 use crate::error::DbContext;
 use crate::keyring::{self, KeyringEntry};
@@ -18,23 +18,6 @@ pub struct Rotation {
     pub new_version: u32,
     /// Records re-sealed under the new version.
     pub records_resealed: u64,
-}
-
-/// Interns a table name found in the file (a small, bounded set).
-fn intern(name: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(n) = names.get(name) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.insert(leaked);
-    leaked
 }
 
 impl Store {
@@ -70,14 +53,14 @@ impl Store {
             // Open everything under the old key-ring first, then switch it, then re-seal.
             let mut pending = Vec::new();
             for name in names {
-                let def: TableDefinition<'_, &[u8], &[u8]> =
-                    TableDefinition::new(intern(&format!("{RECORD_PREFIX}{name}")));
+                // Validates the name read from the file before anything is opened under it.
+                let def = record::definition(Table::data(record::intern(&name)))?;
                 let t = tx.open_table(def).ctx("open table")?;
                 let mut rows = Vec::new();
                 let mut class = None;
                 for item in t.iter().ctx("iterate")? {
                     let (k, v) = item.ctx("iterate")?;
-                    let c = record::class_of(v.value()).ok_or(crate::Error::Tampered {
+                    let c = record::class_of(v.value()).ok_or_else(|| crate::Error::Tampered {
                         table: name.clone(),
                     })?;
                     class.get_or_insert(c);
@@ -91,10 +74,9 @@ impl Store {
                     continue;
                 };
                 let table = Table {
-                    name: intern(&name),
+                    name: record::intern(&name),
                     class,
                 };
-                record::definition(table)?; // validates a name read from the file
                 let codec = record::Codec::new(
                     table,
                     record::Versions::write(&tx, &self.cache, table.class)?,
