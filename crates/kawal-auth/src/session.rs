@@ -102,6 +102,17 @@ impl fmt::Debug for Sessions {
     }
 }
 
+/// Whether a session has outlived its lifetime or its idle time-out at `now`.
+fn timed_out(s: &Session, now: u64, policy: &SessionPolicy) -> Option<Ended> {
+    if now.saturating_sub(s.created) >= policy.absolute_lifetime {
+        Some(Ended::Lifetime)
+    } else if now.saturating_sub(s.last_seen) >= policy.idle_timeout {
+        Some(Ended::Idle)
+    } else {
+        None
+    }
+}
+
 fn new_token() -> kawal_crypto::Result<Token> {
     let bytes: [u8; 32] = kawal_crypto::rng::array()?;
     Ok(Token(bytes.iter().map(|b| format!("{b:02x}")).collect()))
@@ -165,14 +176,7 @@ impl Sessions {
         let Some(s) = self.live.get_mut(&digest) else {
             return Err(None);
         };
-        let why = if now.saturating_sub(s.created) >= policy.absolute_lifetime {
-            Some(Ended::Lifetime)
-        } else if now.saturating_sub(s.last_seen) >= policy.idle_timeout {
-            Some(Ended::Idle)
-        } else {
-            None
-        };
-        if let Some(why) = why {
+        if let Some(why) = timed_out(s, now, policy) {
             self.live.remove(&digest);
             return Err(Some(why));
         }
@@ -212,21 +216,12 @@ impl Sessions {
     /// Removes expired sessions; returns them with the reason.
     pub fn expire(&mut self, now: u64, policy: &SessionPolicy) -> Vec<(Session, Ended)> {
         let mut gone = Vec::new();
-        self.live.retain(|_, s| {
-            let why = if now.saturating_sub(s.created) >= policy.absolute_lifetime {
-                Some(Ended::Lifetime)
-            } else if now.saturating_sub(s.last_seen) >= policy.idle_timeout {
-                Some(Ended::Idle)
-            } else {
-                None
-            };
-            match why {
-                Some(w) => {
-                    gone.push((s.clone(), w));
-                    false
-                }
-                None => true,
+        self.live.retain(|_, s| match timed_out(s, now, policy) {
+            Some(w) => {
+                gone.push((s.clone(), w));
+                false
             }
+            None => true,
         });
         gone
     }

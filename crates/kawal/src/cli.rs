@@ -240,7 +240,7 @@ fn dispatch(command: Command) -> Result<()> {
                 Format::Md => kawal_compliance::render::to_markdown(&report),
                 Format::Html => kawal_compliance::render::to_html(&report),
             };
-            let log = dev.audit_log(1000)?;
+            let log = dev.audit_log(crate::device::ANCHOR_EVERY)?;
             crate::device::record(
                 &log,
                 kawal_audit::Event::new("report.generated", "kawal-audit", Outcome::Info)
@@ -294,23 +294,10 @@ fn log_cmd(action: LogAction) -> Result<()> {
     match action {
         LogAction::Verify { dir } => {
             let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
-            use kawal_audit::AnchorStore;
-            let anchor = crate::device::StoreAnchor(dev.store.clone())
-                .load()
-                .or_exit(Exit::DataErr, "anchor")?;
-            let keys = dev.trusted_audit_keys()?;
-            match kawal_audit::verify(&dev.layout.dir, &dev.info.uid, &keys, anchor.as_ref()) {
-                Ok(r) if r.checkpoints > 0 && !r.anchor_checked => Err(CliError::new(
+            match dev.verify_log()? {
+                Err(why) => Err(CliError::new(
                     Exit::DataErr,
-                    "audit log does NOT verify: it has signed checkpoints but the store holds no anchor (deleted or rolled back)",
-                )),
-                Ok(r) if r.unsigned_tail > 0 => Err(CliError::new(
-                    Exit::DataErr,
-                    format!(
-                        "audit log does NOT verify: {} entries after the last signed checkpoint (seq {}) are not signed by this device",
-                        r.unsigned_tail,
-                        r.last_checkpoint_seq.unwrap_or(0)
-                    ),
+                    format!("audit log does NOT verify: {why}"),
                 )),
                 Ok(r) => {
                     output::line(&format!(
@@ -326,10 +313,6 @@ fn log_cmd(action: LogAction) -> Result<()> {
                     ));
                     Ok(())
                 }
-                Err(e) => Err(CliError::new(
-                    Exit::DataErr,
-                    format!("audit log does NOT verify: {e}"),
-                )),
             }
         }
         LogAction::Show {
@@ -418,7 +401,7 @@ fn rotate(
         }
     }
     .or_exit(Exit::DataErr, "rotation failed; nothing changed")?;
-    let log = dev.audit_log(1000)?;
+    let log = dev.audit_log(crate::device::ANCHOR_EVERY)?;
     crate::device::record(
         &log,
         kawal_audit::Event::new("keys.rotated", "kawal-keys", Outcome::Success)

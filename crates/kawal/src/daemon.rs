@@ -152,7 +152,7 @@ pub fn selftest_cmd(dir: &Path, passphrase: Option<&SecretString>) -> Result<()>
     }
     let dev = dev?;
     keep_report(&dev, &report)?;
-    let log = dev.audit_log(1000)?;
+    let log = dev.audit_log(device::ANCHOR_EVERY)?;
     device::record(&log, selftest_event(&report).with("trigger", "operator"))?;
     log.close().or_exit(Exit::Io, "audit log")?;
     if report.passed {

@@ -25,6 +25,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{CliError, Context, Exit, Result};
 
+/// Entries between anchor saves for one-shot commands (they also save it when they close).
+pub const ANCHOR_EVERY: u64 = 1000;
+
 /// Tables the binary keeps in the store.
 pub mod tables {
     use kawal_store::Table;
@@ -335,6 +338,29 @@ impl Device {
             keys = keys.with(v, pk);
         }
         Ok(keys)
+    }
+
+    /// Verifies the whole audit log against the sealed anchor and this device's keys. The outer
+    /// error is a failure to read the evidence; the inner one says why the log does not verify:
+    /// a bad entry, checkpoints without an anchor (deleted or rolled back), or entries after the
+    /// last signed checkpoint (never left by kawal, which signs every batch).
+    pub fn verify_log(&self) -> Result<std::result::Result<kawal_audit::VerifyReport, String>> {
+        let anchor = StoreAnchor(self.store.clone())
+            .load()
+            .or_exit(Exit::DataErr, "audit anchor")?;
+        let keys = self.trusted_audit_keys()?;
+        Ok(match kawal_audit::verify(&self.layout.dir, &self.info.uid, &keys, anchor.as_ref()) {
+            Err(e) => Err(e.to_string()),
+            Ok(r) if r.checkpoints > 0 && !r.anchor_checked => Err(
+                "it has signed checkpoints but the store holds no anchor (deleted or rolled back)".into(),
+            ),
+            Ok(r) if r.unsigned_tail > 0 => Err(format!(
+                "{} entries after the last signed checkpoint (seq {}) are not signed by this device",
+                r.unsigned_tail,
+                r.last_checkpoint_seq.unwrap_or(0)
+            )),
+            Ok(r) => Ok(r),
+        })
     }
 
     /// Opens the audit log for appending.

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use kawal_audit::{AnchorStore, ClockState, Filter};
+use kawal_audit::{ClockState, Filter};
 use kawal_compliance::{Finding, Report, ReportMeta, Verdict};
 
 use crate::daemon::StoredSelfTest;
-use crate::device::{Device, StoreAnchor, tables};
+use crate::device::{Device, tables};
 use crate::error::{CliError, Context, Exit, Result};
 use crate::provision::Account;
 
@@ -60,12 +60,7 @@ pub fn gather(dev: &Device) -> Result<Facts> {
         accounts.push(serde_json::from_slice(&raw).or_exit(Exit::DataErr, "account record")?);
     }
     let selftest = dev.get_json(tables::HEALTH, "selftest")?;
-    let anchor = StoreAnchor(dev.store.clone())
-        .load()
-        .or_exit(Exit::DataErr, "audit anchor")?;
-    let keys = dev.trusted_audit_keys()?;
-    let log = kawal_audit::verify(&dev.layout.dir, &dev.info.uid, &keys, anchor.as_ref())
-        .map_err(|e| e.to_string());
+    let log = dev.verify_log()?;
     let mut events = BTreeMap::new();
     if let Ok(entries) = kawal_audit::read_entries(&dev.layout.dir, Filter::default()) {
         for e in entries.flatten() {

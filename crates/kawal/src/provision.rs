@@ -145,7 +145,7 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
     device::write_atomic(&layout.root_sealed(), &sealed, 0o600)?;
 
     let dev = Device::open(&opts.data_dir, opts.passphrase.as_ref())?;
-    let log = dev.audit_log(1000)?;
+    let log = dev.audit_log(device::ANCHOR_EVERY)?;
     device::record(
         &log,
         Event::new("device.provisioned", "kawal-init", Outcome::Success)

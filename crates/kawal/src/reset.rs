@@ -89,7 +89,7 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
     };
     match Device::open(dir, passphrase) {
         Ok(dev) => {
-            let log = dev.audit_log(1000)?;
+            let log = dev.audit_log(device::ANCHOR_EVERY)?;
             device::record(
                 &log,
                 Event::new("device.reset", "kawal-reset", Outcome::Success)

@@ -16,16 +16,17 @@ fn report(data: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&r.stdout).unwrap()
 }
 
-fn verdict(rep: &serde_json::Value, code: &str) -> String {
+fn control<'a>(rep: &'a serde_json::Value, code: &str) -> &'a serde_json::Value {
     rep["controls"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["code"] == code)
-        .unwrap()["verdict"]
-        .as_str()
         .unwrap()
-        .to_owned()
+}
+
+fn verdict(rep: &serde_json::Value, code: &str) -> String {
+    control(rep, code)["verdict"].as_str().unwrap().to_owned()
 }
 
 /// G045: PL-3-4, AU-3-1, AU-1-4
@@ -55,13 +56,7 @@ fn the_report_covers_every_control_from_live_evidence() {
     assert_eq!(verdict(&rep, "CR-1-1"), "met");
     // Locally tamper-evident, but not protected against loss or rollback yet: not met, with evidence.
     assert_eq!(verdict(&rep, "PL-4-2"), "not-met");
-    let pl42 = rep["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["code"] == "PL-4-2")
-        .unwrap()
-        .to_string();
+    let pl42 = control(&rep, "PL-4-2").to_string();
     assert!(
         pl42.contains("chain intact") && pl42.contains("roll"),
         "{pl42}"
@@ -79,25 +74,14 @@ fn the_report_covers_every_control_from_live_evidence() {
         assert_eq!(verdict(&rep, "DS-1-3"), "not-met");
         assert_eq!(verdict(&rep, "CR-1-2"), "not-met");
     }
-    let pl41 = rep["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["code"] == "PL-4-1")
-        .unwrap();
+    let pl41 = control(&rep, "PL-4-1");
     let ev = pl41["evidence"].to_string();
     assert!(
         ev.contains("device.provisioned") && ev.contains("selftest.passed"),
         "{ev}"
     );
     // Tests backing controls are listed.
-    let tests = rep["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["code"] == "PL-3-4")
-        .unwrap()["tests"]
-        .to_string();
+    let tests = control(&rep, "PL-3-4")["tests"].to_string();
     assert!(tests.contains("selftest"), "{tests}");
 }
 
@@ -114,13 +98,7 @@ fn a_tampered_log_turns_pl_4_2_to_not_met() {
     std::fs::write(&seg, text).unwrap();
     let rep = report(&data);
     assert_eq!(verdict(&rep, "PL-4-2"), "not-met");
-    let pl42 = rep["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["code"] == "PL-4-2")
-        .unwrap()
-        .to_string();
+    let pl42 = control(&rep, "PL-4-2").to_string();
     assert!(pl42.contains("does not verify"), "{pl42}");
     assert_eq!(verdict(&rep, "PL-4-1"), "not-met");
 }
