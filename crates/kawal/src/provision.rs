@@ -144,6 +144,8 @@ pub fn init(opts: &InitOptions) -> Result<Provisioned> {
     device::write_atomic(&layout.device_json(), &info_json, 0o644)?;
     device::write_atomic(&layout.root_sealed(), &sealed, 0o600)?;
 
+    // Reopen from disk on purpose: proves the sealed root just written unseals on this machine
+    // before anything else (and the password) depends on it.
     let dev = Device::open(&opts.data_dir, opts.passphrase.as_ref())?;
     let log = dev.audit_log(device::ANCHOR_EVERY)?;
     device::record(
