@@ -88,10 +88,16 @@ pub enum Ended {
     AdminSessionActive,
 }
 
+/// How many ended sessions are remembered, so their holders can be told why.
+const TOMBSTONES: usize = 4096;
+
 /// The live sessions.
 #[derive(Default)]
 pub struct Sessions {
     live: HashMap<[u8; 32], Session>,
+    /// Sessions ended by someone else (superseded, revoked): the holder's next request is told
+    /// why instead of a bare "not logged in". Bounded; oldest forgotten first.
+    ended: HashMap<[u8; 32], (Ended, u64)>,
 }
 
 impl fmt::Debug for Sessions {
@@ -148,7 +154,10 @@ impl Sessions {
                 .into_iter()
                 .partition(|(_, s)| !(s.admin && s.user == user));
             self.live = keep;
-            ended.extend(gone.into_values().map(|s| (s, Ended::Superseded)));
+            for (digest, s) in gone {
+                self.remember(digest, Ended::Superseded, now);
+                ended.push((s, Ended::Superseded));
+            }
         }
         let token = new_token().map_err(|_| Ended::Revoked)?;
         let digest = key.mac(token.expose().as_bytes());
@@ -174,7 +183,7 @@ impl Sessions {
     ) -> Result<Session, Option<Ended>> {
         let digest = key.mac(token.as_bytes());
         let Some(s) = self.live.get_mut(&digest) else {
-            return Err(None);
+            return Err(self.ended.remove(&digest).map(|(why, _)| why));
         };
         if let Some(why) = timed_out(s, now, policy) {
             self.live.remove(&digest);
@@ -206,11 +215,37 @@ impl Sessions {
         self.live.remove(&key.mac(token.as_bytes()))
     }
 
-    /// Ends every session of an account (password, role or account change).
-    pub fn revoke_user(&mut self, user: &str) -> usize {
-        let before = self.live.len();
-        self.live.retain(|_, s| s.user != user);
-        before - self.live.len()
+    /// Ends every session of an account (password, role or account change) at `now`.
+    pub fn revoke_user(&mut self, user: &str, now: u64) -> usize {
+        let gone: Vec<[u8; 32]> = self
+            .live
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in &gone {
+            self.live.remove(d);
+            self.remember(*d, Ended::Revoked, now);
+        }
+        gone.len()
+    }
+
+    /// Live sessions of one account.
+    pub fn of_user(&self, user: &str) -> usize {
+        self.live.values().filter(|s| s.user == user).count()
+    }
+
+    fn remember(&mut self, digest: [u8; 32], why: Ended, now: u64) {
+        if self.ended.len() >= TOMBSTONES
+            && let Some(oldest) = self
+                .ended
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(d, _)| *d)
+        {
+            self.ended.remove(&oldest);
+        }
+        self.ended.insert(digest, (why, now));
     }
 
     /// Removes expired sessions; returns them with the reason.

@@ -33,6 +33,10 @@ enum Command {
     Init {
         #[command(flatten)]
         dir: DataDir,
+        /// Take the data folder, passphrase file and password hashing cost from this
+        /// configuration (the one `kawal run` will use).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Make a dev CA and certificate on the spot (not for production).
         #[arg(long)]
         dev: bool,
@@ -187,13 +191,23 @@ fn passphrase(d: &DataDir) -> Result<Option<kawal_crypto::secret::SecretString>>
 fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Init {
-            dir,
+            mut dir,
+            config,
             dev,
             uid,
             vendor_namespace,
             csr_out,
             label_out,
         } => {
+            let mut argon2 = kawal_crypto::password::Argon2Params::OWASP;
+            if let Some(path) = &config {
+                let cfg = config::load(path)?;
+                dir.data_dir = cfg.data_dir.clone();
+                if cfg.passphrase_file.is_some() {
+                    dir.passphrase_file = cfg.passphrase_file.clone();
+                }
+                argon2 = cfg.argon2;
+            }
             let p = provision::init(&provision::InitOptions {
                 data_dir: provision::absolute(&dir.data_dir)?,
                 dev,
@@ -202,7 +216,7 @@ fn dispatch(command: Command) -> Result<()> {
                 csr_out,
                 label_out: label_out.clone(),
                 passphrase: passphrase(&dir)?,
-                argon2: kawal_crypto::password::Argon2Params::OWASP,
+                argon2,
             })?;
             output::line(&format!(
                 "device {} provisioned in {}",

@@ -31,6 +31,15 @@ pub struct RawConfig {
     /// Listening addresses.
     #[serde(default)]
     pub listen: RawListen,
+    /// Login attempts: lockout, source penalties, the verification pool.
+    #[serde(default)]
+    pub login: RawLogin,
+    /// Management sessions.
+    #[serde(default)]
+    pub sessions: RawSessions,
+    /// The HTTPS API.
+    #[serde(default)]
+    pub api: RawApi,
 }
 
 /// `[device]`.
@@ -78,6 +87,21 @@ pub struct RawPasswords {
     /// Must be spelled out to run below OWASP's cost (test rigs only).
     #[serde(default)]
     pub allow_weak_hashing: bool,
+    /// Fewest characters (default 12; at least 8).
+    #[serde(default = "default_min_length")]
+    pub min_length: usize,
+    /// Most characters (default 128; at least 64).
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Lowest strength-estimator score accepted, 0-4 (default 3).
+    #[serde(default = "default_min_score")]
+    pub min_score: u8,
+    /// Previous passwords a new one may not equal (default 5).
+    #[serde(default = "default_history")]
+    pub history: usize,
+    /// Days after which a password must be changed (0 = never, the default, as SP 800-63B advises).
+    #[serde(default)]
+    pub max_age_days: u64,
 }
 
 impl Default for RawPasswords {
@@ -87,8 +111,205 @@ impl Default for RawPasswords {
             argon2_passes: default_t(),
             argon2_lanes: default_p(),
             allow_weak_hashing: false,
+            min_length: default_min_length(),
+            max_length: default_max_length(),
+            min_score: default_min_score(),
+            history: default_history(),
+            max_age_days: 0,
         }
     }
+}
+
+fn default_min_length() -> usize {
+    12
+}
+fn default_max_length() -> usize {
+    128
+}
+fn default_min_score() -> u8 {
+    3
+}
+fn default_history() -> usize {
+    5
+}
+
+/// `[login]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawLogin {
+    /// Consecutive failures that lock an account (default 5).
+    #[serde(default = "d_threshold")]
+    pub lockout_threshold: u32,
+    /// Seconds within which failures count as consecutive (default 900).
+    #[serde(default = "d_900")]
+    pub lockout_window_s: u64,
+    /// First lock in seconds, doubling on repeat (default 900).
+    #[serde(default = "d_900")]
+    pub lockout_s: u64,
+    /// Longest lock in seconds (default 86400).
+    #[serde(default = "d_day")]
+    pub lockout_max_s: u64,
+    /// Failures per account per 24 hours that lock it for the rest of the day (default 100).
+    #[serde(default = "d_cap")]
+    pub daily_cap: u32,
+    /// Failures from one address before penalties start (default 3).
+    #[serde(default = "d_free")]
+    pub source_free_failures: u32,
+    /// Seconds of penalty added per further failure from one address (default 2).
+    #[serde(default = "d_per")]
+    pub source_penalty_s: u64,
+    /// Longest source penalty (default 600 s).
+    #[serde(default = "d_600")]
+    pub source_penalty_max_s: u64,
+    /// Management networks never penalised (CIDR), so the owner cannot be locked out.
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    /// Password verifications at once (0 = one per CPU).
+    #[serde(default)]
+    pub verify_workers: usize,
+    /// Verifications that may wait before attempts are refused as busy (default 16).
+    #[serde(default = "d_queue")]
+    pub verify_queue: usize,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: d_threshold(),
+            lockout_window_s: d_900(),
+            lockout_s: d_900(),
+            lockout_max_s: d_day(),
+            daily_cap: d_cap(),
+            source_free_failures: d_free(),
+            source_penalty_s: d_per(),
+            source_penalty_max_s: d_600(),
+            exempt: Vec::new(),
+            verify_workers: 0,
+            verify_queue: d_queue(),
+        }
+    }
+}
+
+fn d_threshold() -> u32 {
+    5
+}
+fn d_900() -> u64 {
+    900
+}
+fn d_day() -> u64 {
+    86_400
+}
+fn d_cap() -> u32 {
+    100
+}
+fn d_free() -> u32 {
+    3
+}
+fn d_per() -> u64 {
+    2
+}
+fn d_600() -> u64 {
+    600
+}
+fn d_queue() -> usize {
+    16
+}
+
+/// `[sessions]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawSessions {
+    /// Seconds without a request before a session ends (default 600).
+    #[serde(default = "d_600")]
+    pub idle_timeout_s: u64,
+    /// Seconds after login when a session ends regardless (default 28800).
+    #[serde(default = "d_lifetime")]
+    pub lifetime_s: u64,
+    /// A second login of an admin account: "end-previous" (default) or "refuse-new".
+    #[serde(default = "d_concurrency")]
+    pub admin_concurrency: String,
+    /// Seconds a re-authentication proof stays valid (default 300).
+    #[serde(default = "d_reauth")]
+    pub reauth_window_s: u64,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        Self {
+            idle_timeout_s: d_600(),
+            lifetime_s: d_lifetime(),
+            admin_concurrency: d_concurrency(),
+            reauth_window_s: d_reauth(),
+        }
+    }
+}
+
+fn d_lifetime() -> u64 {
+    28_800
+}
+fn d_concurrency() -> String {
+    "end-previous".into()
+}
+fn d_reauth() -> u64 {
+    300
+}
+
+/// `[api]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawApi {
+    /// Most TLS connections at once (default 256).
+    #[serde(default = "d_conns")]
+    pub max_connections: usize,
+    /// CA (PEM) whose client certificates may authenticate automation (PL-3-2).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Client certificates (SHA-256 of the DER, hex) and the account each acts as.
+    #[serde(default)]
+    pub client_certs: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            max_connections: d_conns(),
+            client_ca_file: None,
+            client_certs: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+fn d_conns() -> usize {
+    256
+}
+
+/// The account, password, login and session settings, validated.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Password rules.
+    pub policy: kawal_auth::policy::Policy,
+    /// Previous passwords remembered.
+    pub history: usize,
+    /// Maximum password age in seconds.
+    pub max_age: Option<u64>,
+    /// Account lockout.
+    pub lockout: kawal_auth::lockout::LockoutPolicy,
+    /// Per-address penalties.
+    pub penalty: kawal_auth::penalty::PenaltyPolicy,
+    /// Sessions.
+    pub session: kawal_auth::session::SessionPolicy,
+    /// Re-authentication window, seconds.
+    pub reauth_window: u64,
+    /// Argon2id workers.
+    pub verify_workers: usize,
+    /// Argon2id queue.
+    pub verify_queue: usize,
+    /// TLS connection cap.
+    pub max_connections: usize,
+    /// Client-certificate CA.
+    pub client_ca_file: Option<PathBuf>,
+    /// Client certificate fingerprints → accounts.
+    pub client_certs: std::collections::HashMap<String, String>,
 }
 
 fn default_m() -> u32 {
@@ -167,6 +388,8 @@ pub struct ValidConfig {
     pub api: SocketAddr,
     /// MQTT address.
     pub mqtt: SocketAddr,
+    /// Accounts, logins and sessions.
+    pub auth: AuthSettings,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
     /// SHA-256 of the file as read, so a change between starts is logged.
@@ -226,8 +449,17 @@ impl RawConfig {
         {
             errors.push("listen.mqtt: same address as listen.api".into());
         }
+        let auth = validate_auth(
+            &self.passwords,
+            &self.login,
+            &self.sessions,
+            &self.api,
+            &mut errors,
+            &mut insecure,
+        );
         match (api, mqtt, errors.is_empty()) {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
+                auth,
                 data_dir: self.data_dir,
                 vendor_namespace: self.device.vendor_namespace,
                 passphrase_file: self.keys.passphrase_file,
@@ -240,6 +472,137 @@ impl RawConfig {
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+}
+
+fn validate_auth(
+    pw: &RawPasswords,
+    login: &RawLogin,
+    sessions: &RawSessions,
+    api: &RawApi,
+    errors: &mut Vec<String>,
+    insecure: &mut Vec<String>,
+) -> AuthSettings {
+    use kawal_auth::session::AdminConcurrency;
+    let policy = kawal_auth::policy::Policy {
+        min_length: pw.min_length,
+        max_length: pw.max_length,
+        min_score: pw.min_score,
+        ..kawal_auth::policy::Policy::default()
+    };
+    if let Err(e) = policy.validate() {
+        errors.push(format!("passwords: {e}"));
+    }
+    if pw.history > 24 {
+        errors.push("passwords.history: at most 24".into());
+    }
+    if pw.max_age_days > 3650 {
+        errors.push("passwords.max-age-days: at most 3650 (0 = never)".into());
+    }
+    if login.lockout_threshold == 0 || login.lockout_threshold > 10_000 {
+        errors.push("login.lockout-threshold: 1..=10000".into());
+    } else if login.lockout_threshold > 10 {
+        insecure.push(format!(
+            "login.lockout-threshold: {} failures before a lock (more than 10 weakens the brute-force limit)",
+            login.lockout_threshold
+        ));
+    }
+    if login.lockout_s == 0 || login.lockout_max_s < login.lockout_s || login.lockout_window_s == 0
+    {
+        errors.push("login.lockout-s, lockout-max-s, lockout-window-s: positive, and lockout-max-s >= lockout-s".into());
+    }
+    if login.daily_cap == 0 {
+        errors.push("login.daily-cap: at least 1".into());
+    }
+    let mut exempt = Vec::new();
+    for net in &login.exempt {
+        match net.parse::<ipnet::IpNet>() {
+            Ok(n) => {
+                if n.prefix_len() == 0 {
+                    insecure.push(format!(
+                        "login.exempt: {n} exempts every address from source penalties"
+                    ));
+                }
+                exempt.push(n);
+            }
+            Err(_) => errors.push(format!("login.exempt: '{net}' is not a CIDR network")),
+        }
+    }
+    if login.verify_queue > 4096 || login.verify_workers > 64 {
+        errors.push("login.verify-workers (<= 64) / verify-queue (<= 4096) out of range".into());
+    }
+    let admin_concurrency = match sessions.admin_concurrency.as_str() {
+        "end-previous" => AdminConcurrency::EndPrevious,
+        "refuse-new" => AdminConcurrency::RefuseNew,
+        _ => {
+            errors.push("sessions.admin-concurrency: \"end-previous\" or \"refuse-new\"".into());
+            AdminConcurrency::EndPrevious
+        }
+    };
+    if sessions.idle_timeout_s == 0 || sessions.idle_timeout_s > 3600 {
+        errors.push("sessions.idle-timeout-s: 1..=3600".into());
+    }
+    if sessions.lifetime_s < sessions.idle_timeout_s || sessions.lifetime_s > 7 * 86_400 {
+        errors.push("sessions.lifetime-s: at least idle-timeout-s, at most 7 days".into());
+    }
+    if sessions.reauth_window_s == 0 || sessions.reauth_window_s > 900 {
+        errors.push("sessions.reauth-window-s: 1..=900".into());
+    }
+    if api.max_connections == 0 || api.max_connections > 65_536 {
+        errors.push("api.max-connections: 1..=65536".into());
+    }
+    if let Some(p) = &api.client_ca_file
+        && !p.is_absolute()
+    {
+        errors.push("api.client-ca-file: must be an absolute path".into());
+    }
+    let mut client_certs = std::collections::HashMap::new();
+    for (fp, user) in &api.client_certs {
+        let fp_norm = fp.replace(':', "").to_ascii_lowercase();
+        if fp_norm.len() != 64 || !fp_norm.bytes().all(|b| b.is_ascii_hexdigit()) {
+            errors.push(format!(
+                "api.client-certs: '{fp}' is not a SHA-256 fingerprint (64 hex digits)"
+            ));
+        } else {
+            client_certs.insert(fp_norm, user.clone());
+        }
+    }
+    if !client_certs.is_empty() && api.client_ca_file.is_none() {
+        errors.push("api.client-certs: needs api.client-ca-file (the CA that issues them)".into());
+    }
+    AuthSettings {
+        policy,
+        history: pw.history,
+        max_age: (pw.max_age_days > 0).then(|| pw.max_age_days * 86_400),
+        lockout: kawal_auth::lockout::LockoutPolicy {
+            threshold: login.lockout_threshold,
+            window: login.lockout_window_s,
+            base_lock: login.lockout_s,
+            max_lock: login.lockout_max_s,
+            daily_cap: login.daily_cap,
+        },
+        penalty: kawal_auth::penalty::PenaltyPolicy {
+            per_failure: login.source_penalty_s,
+            free_failures: login.source_free_failures,
+            max_penalty: login.source_penalty_max_s,
+            exempt,
+            ..kawal_auth::penalty::PenaltyPolicy::default()
+        },
+        session: kawal_auth::session::SessionPolicy {
+            idle_timeout: sessions.idle_timeout_s,
+            absolute_lifetime: sessions.lifetime_s,
+            admin_concurrency,
+        },
+        reauth_window: sessions.reauth_window_s,
+        verify_workers: if login.verify_workers == 0 {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        } else {
+            login.verify_workers
+        },
+        verify_queue: login.verify_queue,
+        max_connections: api.max_connections,
+        client_ca_file: api.client_ca_file.clone(),
+        client_certs,
     }
 }
 

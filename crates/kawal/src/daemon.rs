@@ -177,14 +177,15 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     for item in &config.insecure {
         tracing::warn!(setting = %item, "insecure setting in force");
     }
-    check_ports(&[
-        ("management API", config.api),
-        ("MQTT listener", config.mqtt),
-    ])?;
+    // The lock first: a second daemon on the same folder is told so, not "port in use".
     let _running = device::lock_daemon(
         &device::Layout::new(&config.data_dir),
         "starting another daemon",
     )?;
+    check_ports(&[
+        ("management API", config.api),
+        ("MQTT listener", config.mqtt),
+    ])?;
     let (report, dev) = self_test(|| Device::open(&config.data_dir, passphrase));
     if !crypto_proven(&report) {
         log_failures(&report);
@@ -193,7 +194,7 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
             "power-up self-test failed (cryptography): not serving, nothing written",
         ));
     }
-    let dev = dev?;
+    let dev = std::sync::Arc::new(dev?);
     keep_report(&dev, &report)?;
     let log = dev.audit_log(config.checkpoint_every)?;
     device::record(&log, selftest_event(&report).with("trigger", "power-up"))?;
@@ -219,39 +220,80 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
             .put(tables::HEALTH, "config-sha256", &json)
             .or_exit(Exit::Io, "store")?;
     }
+    let log = std::sync::Arc::new(log);
+    let api = crate::serve::prepare(&dev, config, std::sync::Arc::clone(&log))?;
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
         .with("version", crate::PRODUCT)
         .with("config_sha256", config.sha256.as_str())
         .with("uid", dev.info.uid.as_str())
-        .with("pid", u64::from(std::process::id()));
+        .with("pid", u64::from(std::process::id()))
+        .with("api", config.api.to_string());
     if !config.insecure.is_empty() {
         started = started.with("insecure_settings", config.insecure.join("; "));
     }
     device::record(&log, started)?;
-    tracing::info!(uid = %dev.info.uid, "kawal started");
-    let signal = wait_for_shutdown()?;
+    tracing::info!(uid = %dev.info.uid, api = %config.api, "kawal started");
+    let signal = serve_until_signal(api)?;
     device::record(
         &log,
         Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal),
     )?;
-    log.close().or_exit(Exit::Io, "audit log")?;
+    // The API's state held the other references; it is gone once the server has stopped.
+    match std::sync::Arc::try_unwrap(log) {
+        Ok(log) => log.close().or_exit(Exit::Io, "audit log")?,
+        Err(log) => {
+            log.checkpoint().or_exit(Exit::Io, "audit log")?;
+        }
+    }
     tracing::info!(signal, "kawal stopped");
     Ok(())
 }
 
-fn wait_for_shutdown() -> Result<&'static str> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Serves the API until SIGTERM or SIGINT; returns the signal's name.
+fn serve_until_signal(api: crate::serve::Prepared) -> Result<&'static str> {
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.clamp(2, 4))
+        .max_blocking_threads(api.state.settings.verify_workers.max(1) + 8)
+        .thread_name("kawal")
         .enable_all()
         .build()
         .or_exit(Exit::Failure, "runtime")?;
-    rt.block_on(async {
+    rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
+        let std_listener = TcpListener::bind(api.addr).map_err(|e| {
+            CliError::new(Exit::NoPerm, format!("cannot listen on {}: {e}", api.addr))
+        })?;
+        std_listener
+            .set_nonblocking(true)
+            .or_exit(Exit::Io, "listener")?;
+        let listener =
+            tokio::net::TcpListener::from_std(std_listener).or_exit(Exit::Io, "listener")?;
         let mut term = signal(SignalKind::terminate()).or_exit(Exit::Failure, "SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).or_exit(Exit::Failure, "SIGINT handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = kawal_api::router(std::sync::Arc::clone(&api.state));
+        let server = tokio::spawn(kawal_api::server::serve(
+            listener,
+            api.tls,
+            router,
+            api.limits,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        let _ = tx.send(());
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "API server stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "API server task failed"),
         }
+        drop(api.state);
+        Ok(name)
     })
 }
 
@@ -299,7 +341,9 @@ pub fn demo(dir: &Path) -> Result<()> {
         ));
     }
     output::line(&format!(
-        "console: https://{api}/ (the management API and console are not in this build yet)"
+        "console: https://localhost:{}/ (dev certificate: trust {}/pki/dev-ca.crt.pem or accept the warning)",
+        api.port(),
+        data.display()
     ));
     output::line(&format!(
         "report:  kawal audit --data-dir {} --format html --out report.html",

@@ -30,9 +30,9 @@ pub const ANCHOR_EVERY: u64 = 1000;
 
 /// Tables the binary keeps in the store.
 pub mod tables {
+    /// Accounts: ordinary and privileged ones in two tables (see `kawal_auth::accounts`).
+    pub use kawal_auth::accounts::{ACCOUNTS, PRIVILEGED_ACCOUNTS};
     use kawal_store::Table;
-    /// Accounts (user name → record). Names are PII.
-    pub const ACCOUNTS: Table = Table::pii("accounts");
     /// Private keys of the device identity and the dev CA.
     pub const IDENTITY: Table = Table::data("identity");
     /// Retired audit-signing public keys, by version, so old checkpoints still verify.

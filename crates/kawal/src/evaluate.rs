@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use kawal_audit::{ClockState, Filter};
+use kawal_auth::accounts::Account;
+use kawal_auth::roles::Role;
 use kawal_compliance::{Finding, Report, ReportMeta, Verdict};
 
 use crate::daemon::StoredSelfTest;
 use crate::device::{Device, tables};
 use crate::error::{CliError, Context, Exit, Result};
-use crate::provision::Account;
 
 /// What the report is made of, as read from the device.
 #[derive(Debug)]
@@ -51,14 +52,8 @@ pub fn gather(dev: &Device) -> Result<Facts> {
         keyring.insert(label, (entry.current, entry.versions.len()));
     }
     let stats = dev.store.stats().or_exit(Exit::DataErr, "store")?;
-    let mut accounts = Vec::new();
-    for (_, raw) in dev
-        .store
-        .list(tables::ACCOUNTS)
-        .or_exit(Exit::DataErr, "accounts")?
-    {
-        accounts.push(serde_json::from_slice(&raw).or_exit(Exit::DataErr, "account record")?);
-    }
+    // Both account tables: admin accounts are kept apart from the others (AU-1-2).
+    let accounts = kawal_auth::accounts::read_all(&dev.store).or_exit(Exit::DataErr, "accounts")?;
     let selftest = dev.get_json(tables::HEALTH, "selftest")?;
     let log = dev.verify_log()?;
     let mut events = BTreeMap::new();
@@ -131,7 +126,7 @@ const PLATFORM: &str =
 
 /// Every control's finding.
 pub fn findings(f: &Facts) -> Vec<Finding> {
-    let admin = f.accounts.iter().find(|a| a.role == "admin");
+    let admin = f.accounts.iter().find(|a| a.role == Role::Admin);
     let selftest_ok = f.selftest.as_ref().is_some_and(|s| s.report.passed);
     let kat_names: Vec<String> = f
         .selftest
@@ -402,8 +397,14 @@ impl FindingExt for Finding {
     }
 }
 
-/// Builds the report of a device.
+/// Builds the report of a device under the default settings.
 pub fn report(dev: &Device) -> Result<Report> {
+    report_with(dev, None)
+}
+
+/// Builds the report of a device, with the running configuration when there is one.
+pub fn report_with(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Result<Report> {
+    let _ = config;
     let facts = gather(dev)?;
     let meta = ReportMeta {
         product: crate::PRODUCT.into(),

@@ -4,7 +4,7 @@
 //! - [`config`]: the TOML configuration, validated in two stages.
 //! - [`device`]: the data folder, unsealing, the store and the audit log of one device.
 //! - [`provision`]: `kawal init`; [`reset`]: `kawal reset --secure`.
-//! - [`daemon`]: `kawal run` and `kawal demo`.
+//! - [`daemon`]: `kawal run` and `kawal demo`; [`serve`]: the HTTPS API inside the daemon.
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
 #![forbid(unsafe_code)]
 
@@ -17,6 +17,7 @@ pub mod evaluate;
 pub mod output;
 pub mod provision;
 pub mod reset;
+pub mod serve;
 
 pub use error::{CliError, Exit};
 

@@ -74,6 +74,11 @@ fn one_admin_session_per_account() {
     let (second, ended) = s.login("admin", true, 5, &k, &p).unwrap();
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].1, Ended::Superseded);
+    // The holder of the ended session is told why, once.
+    assert_eq!(
+        s.touch(first.expose(), 6, &k, &p),
+        Err(Some(Ended::Superseded))
+    );
     assert_eq!(s.touch(first.expose(), 6, &k, &p), Err(None));
     assert!(s.touch(second.expose(), 6, &k, &p).is_ok());
     p.admin_concurrency = AdminConcurrency::RefuseNew;
@@ -84,7 +89,10 @@ fn one_admin_session_per_account() {
     // Operators are not limited; revoking a user ends all of theirs.
     s.login("op", false, 8, &k, &p).unwrap();
     s.login("op", false, 8, &k, &p).unwrap();
-    assert_eq!(s.revoke_user("op"), 2);
+    let (op, _) = s.login("op", false, 8, &k, &p).unwrap();
+    assert_eq!(s.of_user("op"), 3);
+    assert_eq!(s.revoke_user("op", 9), 3);
+    assert_eq!(s.touch(op.expose(), 9, &k, &p), Err(Some(Ended::Revoked)));
 }
 
 #[test]

@@ -7,6 +7,8 @@
     reason = "test helpers"
 )]
 
+pub mod gateway;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

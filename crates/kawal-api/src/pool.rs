@@ -1,0 +1,100 @@
+//! A bounded pool for Argon2id verification (G045 AU-1-3): a flood of wrong passwords can use at
+//! most `workers` cores, and waits in a short queue; past that, attempts fail fast with "busy"
+//! instead of piling up memory and latency for everyone.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
+
+/// The pool is full: try again shortly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Runs CPU-heavy password checks on at most `workers` blocking threads.
+#[derive(Debug)]
+pub struct VerifyPool {
+    permits: Arc<Semaphore>,
+    admitted: Arc<AtomicUsize>,
+    capacity: usize,
+    refused: AtomicU64,
+}
+
+/// Gives back an admission when the job (or the caller that gave up) is done with it.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl VerifyPool {
+    /// `workers` jobs run at once; `queue` more may wait.
+    pub fn new(workers: usize, queue: usize) -> Self {
+        let workers = workers.max(1);
+        Self {
+            permits: Arc::new(Semaphore::new(workers)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            capacity: workers + queue,
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Attempts refused because the pool was full, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Runs `job` on a blocking thread once a worker is free, or refuses at once when the
+    /// queue is full. The job keeps its worker until it finishes, even if the caller is gone,
+    /// so a disconnecting client cannot start more work than the pool allows.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        let admission = Admission(Arc::clone(&self.admitted));
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop(permit);
+            drop(admission);
+            out
+        })
+        .await
+        .map_err(|_| Busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_past_capacity_and_recovers() {
+        let pool = Arc::new(VerifyPool::new(1, 1));
+        let slow = |ms| move || std::thread::sleep(Duration::from_millis(ms));
+        let a = tokio::spawn({
+            let p = Arc::clone(&pool);
+            async move { p.run(slow(300)).await }
+        });
+        let b = tokio::spawn({
+            let p = Arc::clone(&pool);
+            async move { p.run(slow(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(pool.run(|| ()).await, Err(Busy));
+        assert_eq!(pool.refused(), 1);
+        assert!(a.await.is_ok_and(|r| r.is_ok()));
+        assert!(b.await.is_ok_and(|r| r.is_ok()));
+        assert_eq!(pool.run(|| 7).await, Ok(7));
+    }
+}

@@ -1,0 +1,185 @@
+//! Starts the HTTPS management API inside the daemon: the device's TLS identity, the account
+//! directory over the store, the session key, and the daemon's answers for health, report and
+//! log verification.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kawal_api::{AppState, Backend, DeviceFacts, Settings};
+use kawal_audit::AuditLog;
+use kawal_auth::accounts::{Directory, DirectoryConfig};
+use kawal_auth::login::Authenticator;
+use kawal_auth::penalty::SourcePenalties;
+use kawal_crypto::keys::Session as SessionPurpose;
+use serde_json::json;
+
+use crate::config::ValidConfig;
+use crate::device::{Device, tables};
+use crate::error::{CliError, Context, Exit, Result};
+
+/// The daemon's answers to the API.
+pub struct DeviceBackend {
+    dev: Arc<Device>,
+    config: ValidConfig,
+}
+
+impl Backend for DeviceBackend {
+    fn health(&self) -> serde_json::Value {
+        let selftest: Option<crate::daemon::StoredSelfTest> =
+            self.dev.get_json(tables::HEALTH, "selftest").ok().flatten();
+        let clock = kawal_platform::clock::kernel_sync_state();
+        let stats = self.dev.store.stats().ok();
+        json!({
+            "uid": self.dev.info.uid,
+            "product": crate::PRODUCT,
+            "dev_device": self.dev.info.dev,
+            "selftest": selftest.map(|s| json!({
+                "passed": s.report.passed,
+                "at": s.at,
+                "checks": s.report.checks.len(),
+                "micros": s.report.total_micros,
+            })),
+            "clock": {
+                "synchronised": match clock {
+                    kawal_audit::ClockState::Synchronised => Some(true),
+                    kawal_audit::ClockState::Unsynchronised => Some(false),
+                    kawal_audit::ClockState::Unknown => None,
+                },
+                "detail": format!("kernel reports {}", clock.as_str()),
+            },
+            "store": stats.map(|s| format!("{} data and {} personal records, sealed", s.data_records, s.pii_records)),
+        })
+    }
+
+    fn report(&self) -> std::result::Result<kawal_compliance::Report, String> {
+        crate::evaluate::report_with(&self.dev, Some(&self.config)).map_err(|e| e.to_string())
+    }
+
+    fn verify_log(&self) -> std::result::Result<std::result::Result<String, String>, String> {
+        match self.dev.verify_log() {
+            Ok(Ok(r)) => Ok(Ok(format!(
+                "{} entries, {} signed checkpoints",
+                r.entries, r.checkpoints
+            ))),
+            Ok(Err(finding)) => Ok(Err(finding)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The account directory of a device under the configured rules.
+pub fn directory(dev: &Device, config: &ValidConfig) -> Directory {
+    Directory::new(
+        Arc::clone(&dev.store),
+        DirectoryConfig {
+            argon2: config.argon2,
+            policy: config.auth.policy.clone(),
+            history_len: config.auth.history,
+            max_age: config.auth.max_age,
+            lockout: config.auth.lockout,
+            device_uid: dev.info.uid.clone(),
+        },
+    )
+}
+
+/// The TLS identity: the device certificate and its key from the store.
+fn tls_identity(dev: &Device) -> Result<kawal_api::tls::TlsIdentity> {
+    let key = dev
+        .store
+        .get(tables::IDENTITY, "device")
+        .or_exit(Exit::DataErr, "store")?
+        .ok_or_else(|| CliError::new(Exit::DataErr, "the device identity key is missing"))?;
+    let cert_path = dev.layout.pki().join("device.crt.pem");
+    let mut chain = std::fs::read_to_string(&cert_path).map_err(|e| {
+        CliError::new(
+            Exit::NoInput,
+            format!(
+                "{}: {e} (install the certificate issued for the CSR made at provisioning)",
+                cert_path.display()
+            ),
+        )
+    })?;
+    if let Ok(ca) = std::fs::read_to_string(dev.layout.pki().join("dev-ca.crt.pem")) {
+        chain.push_str(&ca);
+    }
+    Ok(kawal_api::tls::TlsIdentity {
+        cert_chain_pem: chain,
+        key_pkcs8_der: zeroize::Zeroizing::new(key.to_vec()),
+    })
+}
+
+/// Everything the API needs, built before the runtime starts so failures are clear errors.
+pub struct Prepared {
+    /// Shared state.
+    pub state: Arc<AppState>,
+    /// rustls configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Socket limits.
+    pub limits: kawal_api::server::Limits,
+    /// Address.
+    pub addr: SocketAddr,
+}
+
+/// Builds the API's state and TLS configuration.
+pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> Result<Prepared> {
+    let identity = tls_identity(dev)?;
+    let client_auth = match &config.auth.client_ca_file {
+        Some(p) => Some(kawal_api::tls::ClientAuth {
+            roots_pem: std::fs::read_to_string(p)
+                .map_err(|e| CliError::new(Exit::NoInput, format!("{}: {e}", p.display())))?,
+        }),
+        None => None,
+    };
+    let tls = kawal_api::tls::server_config(&identity, client_auth.as_ref())
+        .map_err(|e| CliError::new(Exit::Config, format!("TLS: {e}")))?;
+    let directory = Arc::new(directory(dev, config));
+    let authenticator = Arc::new(
+        Authenticator::new(Arc::clone(&directory))
+            .map_err(|e| CliError::new(Exit::Failure, format!("authenticator: {e}")))?,
+    );
+    let kv = dev
+        .store
+        .key_version::<SessionPurpose>()
+        .or_exit(Exit::DataErr, "key-ring")?;
+    let session_key = dev
+        .store
+        .keys()
+        .mac::<SessionPurpose>(&kv)
+        .or_exit(Exit::Failure, "session key")?;
+    let settings = Settings {
+        session: config.auth.session,
+        reauth_window: config.auth.reauth_window,
+        verify_workers: config.auth.verify_workers,
+        verify_queue: config.auth.verify_queue,
+        client_cert_accounts: config.auth.client_certs.clone(),
+    };
+    let facts = DeviceFacts {
+        uid: dev.info.uid.clone(),
+        product: crate::PRODUCT.into(),
+        dev: dev.info.dev,
+        data_dir: dev.layout.dir.clone(),
+    };
+    let backend = Arc::new(DeviceBackend {
+        dev: Arc::clone(dev),
+        config: config.clone(),
+    });
+    let state = Arc::new(AppState::new(
+        directory,
+        authenticator,
+        session_key,
+        SourcePenalties::new(config.auth.penalty.clone()),
+        log,
+        backend,
+        settings,
+        facts,
+    ));
+    let limits = kawal_api::server::Limits {
+        max_connections: config.auth.max_connections,
+        ..kawal_api::server::Limits::default()
+    };
+    Ok(Prepared {
+        state,
+        tls,
+        limits,
+        addr: config.api,
+    })
+}
