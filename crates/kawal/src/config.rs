@@ -673,6 +673,21 @@ pub fn load(path: &Path) -> Result<ValidConfig> {
     Ok(valid)
 }
 
+/// The settings a device runs with when its configuration file sets nothing but the folder:
+/// what `kawal audit` assumes when it is not given the file.
+pub fn defaults_for(data_dir: &Path) -> Result<ValidConfig> {
+    let mut table = toml::Table::new();
+    table.insert(
+        "data-dir".into(),
+        toml::Value::String(data_dir.to_string_lossy().into_owned()),
+    );
+    let raw: RawConfig = table
+        .try_into()
+        .map_err(|e| CliError::new(Exit::Config, format!("defaults: {e}")))?;
+    raw.validate()
+        .map_err(|ConfigErrors(errs)| CliError::new(Exit::Config, errs.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,6 +222,7 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     }
     let log = std::sync::Arc::new(log);
     let api = crate::serve::prepare(&dev, config, std::sync::Arc::clone(&log))?;
+    crate::serve::record_api(&dev, config)?;
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
         .with("version", crate::PRODUCT)
         .with("config_sha256", config.sha256.as_str())

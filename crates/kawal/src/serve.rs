@@ -183,3 +183,57 @@ pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> R
         addr: config.api,
     })
 }
+
+/// What the running daemon serves, written to the store at start so `kawal audit` reports
+/// the listener as it is, not as a file says it should be.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ApiRecord {
+    /// When the daemon started serving (RFC 3339, UTC).
+    pub started_at: String,
+    /// The listening address.
+    pub listen: String,
+    /// TLS versions, suites and groups in force.
+    pub tls_versions: Vec<String>,
+    /// Cipher suites.
+    pub tls_suites: Vec<String>,
+    /// Key-exchange groups.
+    pub tls_groups: Vec<String>,
+    /// Whether client certificates are accepted (automation, PL-3-2).
+    pub client_certs: bool,
+    /// Client certificates mapped to accounts.
+    pub client_cert_accounts: usize,
+    /// Routes served, and how many of them are public.
+    pub routes: usize,
+    /// Public routes.
+    pub public_routes: Vec<String>,
+    /// The configuration's SHA-256.
+    pub config_sha256: String,
+}
+
+/// The key under which [`ApiRecord`] is kept in the health table.
+pub const API_RECORD: &str = "api";
+
+/// Records what is being served.
+pub fn record_api(dev: &Device, config: &ValidConfig) -> Result<()> {
+    let tls = kawal_api::tls::describe();
+    let record = ApiRecord {
+        started_at: kawal_audit::WallTime::now().to_string(),
+        listen: config.api.to_string(),
+        tls_versions: tls.protocol_versions,
+        tls_suites: tls.cipher_suites,
+        tls_groups: tls.kx_groups,
+        client_certs: config.auth.client_ca_file.is_some(),
+        client_cert_accounts: config.auth.client_certs.len(),
+        routes: kawal_api::routes::ROUTES.len(),
+        public_routes: kawal_api::routes::ROUTES
+            .iter()
+            .filter(|r| matches!(r.access, kawal_api::routes::Access::Public))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect(),
+        config_sha256: config.sha256.clone(),
+    };
+    let json = serde_json::to_vec(&record).or_exit(Exit::Failure, "api record")?;
+    dev.store
+        .put(tables::HEALTH, API_RECORD, &json)
+        .or_exit(Exit::Io, "store")
+}

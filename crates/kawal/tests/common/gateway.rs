@@ -176,12 +176,12 @@ impl Gateway {
             "/api/v1/password",
             &serde_json::json!({ "current": self.admin_password, "new": new }),
         );
-        assert_eq!(
-            r.status(),
-            StatusCode::OK,
-            "{}",
-            r.text().unwrap_or_default()
-        );
+        let status = r.status();
+        let body = r.text().unwrap_or_default();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // The session ID and with it the CSRF token change with the password.
+        let v: Value = serde_json::from_str(&body).unwrap();
+        api.csrf = v["csrf_token"].as_str().map(str::to_owned);
         api
     }
 
