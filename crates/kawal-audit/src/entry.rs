@@ -210,7 +210,7 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event named `name` (dotted, `a-z 0-9 _` segments, e.g. `auth.login`) by `actor`.
+    /// An event named `name` (dotted, `a-z 0-9 _ -` segments, e.g. `account.role-changed`) by `actor`.
     pub fn new(name: &str, actor: &str, outcome: Outcome) -> Self {
         Self {
             name: name.to_owned(),
@@ -239,7 +239,7 @@ impl Event {
         if !is_valid_event_name(self.name.as_bytes()) {
             return Err((
                 "event",
-                "must be dotted a-z 0-9 _ segments, at most 96 bytes",
+                "must be dotted a-z 0-9 _ - segments, at most 96 bytes",
             ));
         }
         let reserved = [CHECKPOINT_EVENT, TAMPER_EVENT, TAIL_REPAIRED_EVENT];
@@ -260,7 +260,7 @@ pub(crate) fn is_valid_event_name(name: &[u8]) -> bool {
     for &b in name {
         match b {
             b'.' if seg_len > 0 => (segments, seg_len) = (segments + 1, 0),
-            b'a'..=b'z' | b'0'..=b'9' | b'_' => seg_len += 1,
+            b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => seg_len += 1,
             _ => return false,
         }
     }
@@ -311,10 +311,10 @@ mod tests {
 
     #[test]
     fn event_names_are_checked() {
-        for good in ["daemon.started", "auth.login_failed", "a.b.c", "x1.y2"] {
+        for good in ["daemon.started", "auth.login_failed", "account.role-changed", "a.b.c", "x1.y2"] {
             assert!(is_valid_event_name(good.as_bytes()), "{good}");
         }
-        for bad in ["daemon", "Daemon.started", "a..b", ".a", "a.", "a b.c", ""] {
+        for bad in ["daemon", "Daemon.started", "a..b", ".a", "a.", "a b.c", "a.b\nc", ""] {
             assert!(!is_valid_event_name(bad.as_bytes()), "{bad}");
         }
         let e = Event::new(CHECKPOINT_EVENT, "x", Outcome::Info);

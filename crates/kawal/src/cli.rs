@@ -7,7 +7,7 @@ use kawal_audit::{Filter, Outcome};
 
 use crate::device::Device;
 use crate::error::{CliError, Context, Exit, Result};
-use crate::{config, daemon, evaluate, output, provision, reset};
+use crate::{client, config, daemon, evaluate, output, provision, recover, reset};
 
 /// kawal: a secure IoT gateway meeting every control of the Malaysian IoT device security code G045 (2024).
 #[derive(Debug, Parser)]
@@ -106,6 +106,111 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+    },
+    /// Log in to the daemon's API and keep the session for `kawal user`.
+    Login {
+        /// The account.
+        #[arg(long)]
+        user: String,
+        /// The API, e.g. https://127.0.0.1:8443 (or take it from --config).
+        #[arg(long)]
+        url: Option<String>,
+        /// The CA that issued the device certificate (PEM); the only one trusted.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The daemon's configuration: its API address and, on a dev device, its CA.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// End the session on the daemon and remove the session file.
+    Logout {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Accounts, through the daemon's API (log in first).
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Local recovery at the device (needs the data folder and its keys).
+    Recover {
+        #[command(subcommand)]
+        action: RecoverAction,
+    },
+}
+
+/// Options of the API client commands.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// The session file (default: KAWAL_SESSION, else $XDG_RUNTIME_DIR/kawal/session, else
+    /// ~/.config/kawal/session).
+    #[arg(long, global = true)]
+    session_file: Option<PathBuf>,
+    /// Read passwords from stdin, one per line in the order the prompts ask (no confirmation
+    /// line), instead of the terminal.
+    #[arg(long, global = true)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// List accounts.
+    List,
+    /// Add an account; its initial password must be changed at first login.
+    Add {
+        /// User name.
+        name: String,
+        /// admin, operator, updater or auditor (default: the least role).
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Change an account's role.
+    Role {
+        /// User name.
+        name: String,
+        /// admin, operator, updater or auditor.
+        role: String,
+    },
+    /// Disable an account and end its sessions.
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Enable an account.
+    Enable {
+        /// User name.
+        name: String,
+    },
+    /// Remove an account.
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// Change your password, or (administrators) set a new initial password for NAME.
+    Passwd {
+        /// The account to reset; your own if omitted.
+        name: Option<String>,
+    },
+    /// Clear an account's lockout.
+    Unlock {
+        /// User name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RecoverAction {
+    /// Clear an account's lockout directly in the store (works beside a running daemon).
+    Unlock {
+        /// User name.
+        user: String,
+        /// The daemon's configuration file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -301,6 +406,46 @@ fn dispatch(command: Command) -> Result<()> {
             }
             reset::reset_secure(&dir.data_dir, yes, passphrase(&dir)?.as_ref())
         }
+        Command::Login {
+            user,
+            url,
+            ca,
+            config,
+            client,
+        } => {
+            let target = client::Target::resolve(url.as_deref(), ca.as_deref(), config.as_deref())?;
+            let file = client::session_path(client.session_file.as_deref())?;
+            client::login(
+                target,
+                &user,
+                &client::Passwords::new(client.password_stdin),
+                &file,
+            )
+        }
+        Command::Logout { client } => {
+            client::logout(&client::session_path(client.session_file.as_deref())?)
+        }
+        Command::User { action, client } => {
+            let file = client::session_path(client.session_file.as_deref())?;
+            let action = match action {
+                UserCmd::List => client::UserAction::List,
+                UserCmd::Add { name, role } => client::UserAction::Add { name, role },
+                UserCmd::Role { name, role } => client::UserAction::Role { name, role },
+                UserCmd::Disable { name } => client::UserAction::Disable { name },
+                UserCmd::Enable { name } => client::UserAction::Enable { name },
+                UserCmd::Remove { name } => client::UserAction::Remove { name },
+                UserCmd::Passwd { name } => client::UserAction::Passwd { name },
+                UserCmd::Unlock { name } => client::UserAction::Unlock { name },
+            };
+            client::user(
+                action,
+                &client::Passwords::new(client.password_stdin),
+                &file,
+            )
+        }
+        Command::Recover {
+            action: RecoverAction::Unlock { user, config },
+        } => recover::unlock(&config, &user),
     }
 }
 

@@ -5,10 +5,13 @@
 //! - [`device`]: the data folder, unsealing, the store and the audit log of one device.
 //! - [`provision`]: `kawal init`; [`reset`]: `kawal reset --secure`.
 //! - [`daemon`]: `kawal run` and `kawal demo`; [`serve`]: the HTTPS API inside the daemon.
+//! - [`client`]: `kawal login`, `kawal logout` and `kawal user` over the HTTPS API;
+//!   [`recover`]: `kawal recover unlock` at the device.
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod device;
@@ -16,6 +19,7 @@ pub mod error;
 pub mod evaluate;
 pub mod output;
 pub mod provision;
+pub mod recover;
 pub mod reset;
 pub mod serve;
 
