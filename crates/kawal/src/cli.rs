@@ -69,6 +69,10 @@ enum Command {
     Audit {
         #[command(flatten)]
         dir: DataDir,
+        /// Judge the access controls by this configuration (the one `kawal run` uses), and
+        /// take the data folder and passphrase file from it; without it, by the defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Report format.
         #[arg(long, value_enum, default_value = "md")]
         format: Format,
@@ -349,9 +353,21 @@ fn dispatch(command: Command) -> Result<()> {
             daemon::run(&cfg, pass.as_ref())
         }
         Command::Demo { dir } => daemon::demo(&dir),
-        Command::Audit { dir, format, out } => {
+        Command::Audit {
+            mut dir,
+            config,
+            format,
+            out,
+        } => {
+            let cfg = config.as_deref().map(config::load).transpose()?;
+            if let Some(cfg) = &cfg {
+                dir.data_dir = cfg.data_dir.clone();
+                if cfg.passphrase_file.is_some() {
+                    dir.passphrase_file = cfg.passphrase_file.clone();
+                }
+            }
             let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
-            let report = evaluate::report(&dev)?;
+            let report = evaluate::report_with(&dev, cfg.as_ref())?;
             let text = match format {
                 Format::Json => {
                     kawal_compliance::render::to_json(&report).or_exit(Exit::Failure, "json")?

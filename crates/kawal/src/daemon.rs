@@ -347,8 +347,12 @@ pub fn demo(dir: &Path) -> Result<()> {
         data.display()
     ));
     output::line(&format!(
-        "report:  kawal audit --data-dir {} --format html --out report.html",
-        data.display()
+        "CLI:     kawal login --config {} --user admin   (then: kawal user list)",
+        config_path.display()
+    ));
+    output::line(&format!(
+        "report:  kawal audit --config {} --format html --out report.html",
+        config_path.display()
     ));
     output::line("stop with Ctrl-C");
     let config = crate::config::load(&config_path)?;

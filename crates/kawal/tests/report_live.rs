@@ -100,5 +100,29 @@ fn loose_settings_in_force_fail_their_controls() {
     assert!(au13.to_string().contains("too loosely"), "{au13}");
     let ds31 = control(&rep, "DS-3-1");
     assert_eq!(ds31["verdict"], "not-met", "{ds31}");
+    // `kawal audit --config` beside the daemon judges by the same file.
+    let r = common::run(&[
+        "audit",
+        "--config",
+        common::d(&gw.config),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rep: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(control(&rep, "AU-1-3")["verdict"], "not-met");
+    assert_eq!(control(&rep, "PL-3-2")["verdict"], "met");
+    // Without the file, the defaults are judged, and the evidence says so.
+    let r = common::run(&[
+        "audit",
+        "--data-dir",
+        common::d(&gw.data),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rep: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(control(&rep, "AU-1-3")["verdict"], "met");
+    assert!(control(&rep, "AU-1-3").to_string().contains("defaults"));
     gw.stop();
 }
