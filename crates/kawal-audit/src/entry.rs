@@ -311,10 +311,25 @@ mod tests {
 
     #[test]
     fn event_names_are_checked() {
-        for good in ["daemon.started", "auth.login_failed", "account.role-changed", "a.b.c", "x1.y2"] {
+        for good in [
+            "daemon.started",
+            "auth.login_failed",
+            "account.role-changed",
+            "a.b.c",
+            "x1.y2",
+        ] {
             assert!(is_valid_event_name(good.as_bytes()), "{good}");
         }
-        for bad in ["daemon", "Daemon.started", "a..b", ".a", "a.", "a b.c", "a.b\nc", ""] {
+        for bad in [
+            "daemon",
+            "Daemon.started",
+            "a..b",
+            ".a",
+            "a.",
+            "a b.c",
+            "a.b\nc",
+            "",
+        ] {
             assert!(!is_valid_event_name(bad.as_bytes()), "{bad}");
         }
         let e = Event::new(CHECKPOINT_EVENT, "x", Outcome::Info);
