@@ -13,16 +13,43 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A daemon that is killed if the test fails before it stops it.
+struct Reaped(std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// G045: PL-4-1, PL-4-3
 #[test]
 fn the_daemon_starts_and_stops_on_sigterm_and_logs_both() {
     let (t, data, _) = provisioned();
     let config = config_for(t.path(), &data);
-    let mut child = kawal()
-        .args(["run", "--config", d(&config)])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        kawal()
+            .args(["run", "--config", d(&config)])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = run(&["log", "show", "--data-dir", d(&data), "--event", "daemon"]);
