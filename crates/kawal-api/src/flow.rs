@@ -66,9 +66,10 @@ pub async fn check_password(
     }
     let auth = Arc::clone(&state.authenticator);
     let name = user.to_owned();
+    let exempt = lock(&state.penalties).is_exempt(ip);
     let outcome = state
         .pool
-        .run(move || auth.authenticate(&name, &password, now))
+        .run_as(exempt, move || auth.authenticate(&name, &password, now))
         .await;
     let outcome = match outcome {
         Ok(o) => o,

@@ -16,6 +16,7 @@ pub struct VerifyPool {
     permits: Arc<Semaphore>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
+    reserve: usize,
     refused: AtomicU64,
 }
 
@@ -36,6 +37,7 @@ impl VerifyPool {
             permits: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(AtomicUsize::new(0)),
             capacity: workers + queue,
+            reserve: workers,
             refused: AtomicU64::new(0),
         }
     }
@@ -52,7 +54,23 @@ impl VerifyPool {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+        self.run_as(false, job).await
+    }
+
+    /// As [`run`](Self::run); `reserved` callers (the exempt management network) may also use
+    /// `workers` more places, which others cannot fill, so a flood from elsewhere does not
+    /// turn them away as busy.
+    pub async fn run_as<T: Send + 'static>(
+        &self,
+        reserved: bool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let cap = if reserved {
+            self.capacity + self.reserve
+        } else {
+            self.capacity
+        };
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= cap {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);

@@ -239,7 +239,7 @@ fn five_wrong_passwords_lock_the_account_and_the_right_one_then_fails_the_same_w
     );
 }
 
-/// G045: DS-3-2
+/// G045: DS-3-1
 #[test]
 fn an_idle_session_ends_and_the_console_returns_to_the_login_page() {
     let Some(b) = launch("idle-timeout") else {

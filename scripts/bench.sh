@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The benchmarks behind docs/BENCHMARKS.md, with the machine they ran on.
+#
+#   scripts/bench.sh            # all of them
+#   scripts/bench.sh logins     # one group: store, audit, logins
+#
+# Results are printed and kept in target/bench-results/<UTC time>.txt. Absolute times on a
+# shared machine are noise: read them next to the machine line and the load average, and
+# compare ratios where a benchmark has a baseline in the same run.
+#
+# The login benchmark (crates/kawal/tests/load.rs, bench_logins) runs the real daemon built in
+# release with the default (OWASP) Argon2id cost, m=19456 KiB t=2 p=1. Its knobs:
+#   KAWAL_BENCH_LOGINS=200      logins timed one after another (a.)
+#   KAWAL_BENCH_FLOOD_S=30      length of the wrong-password flood (b.)
+#   KAWAL_BENCH_API_S=10        length of each API throughput run (c.)
+#   KAWAL_LOAD_VERIFY_WORKERS=N the daemon's Argon2id workers (default: one per CPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what="${1:-all}"
+case "$what" in
+  all | store | audit | logins) ;;
+  *) echo "usage: $0 [all|store|audit|logins]" >&2; exit 2 ;;
+esac
+
+mkdir -p target/bench-results
+out="target/bench-results/$(date -u +%Y%m%dT%H%M%SZ).txt"
+
+{
+  echo "== machine"
+  echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "kernel:  $(uname -srm)"
+  echo "cpus:    $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))"
+  echo "memory:  $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "rustc:   $(rustc -V)"
+  echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min, at the start)"
+  echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+} | tee "$out"
+
+if [ "$what" = all ] || [ "$what" = store ]; then
+  printf '\n== sealed store vs plain (DS-1-3)\n' | tee -a "$out"
+  cargo bench -p kawal-store --bench sealed_vs_plain 2>&1 | tee -a "$out"
+fi
+
+if [ "$what" = all ] || [ "$what" = audit ]; then
+  printf '\n== audit log append and verify (PL-4-1, PL-4-2)\n' | tee -a "$out"
+  cargo bench -p kawal-audit --bench append 2>&1 | tee -a "$out"
+fi
+
+if [ "$what" = all ] || [ "$what" = logins ]; then
+  printf '\n== logins and the API under load (AU-1-3): release daemon, default Argon2id\n' | tee -a "$out"
+  cargo test --release -p kawal --test load -- --ignored --exact bench_logins --nocapture 2>&1 \
+    | grep -E '^BENCH|test result|panicked' | tee -a "$out"
+fi
+
+printf '\n== load at the end: %s\nresults kept in %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$out"
