@@ -33,6 +33,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo deny (advisories from the offline RustSec snapshot, licences, bans, sources)"
 bash scripts/advisory-db.sh
+# cargo deny reads the metadata of every target platform: fetch all of them first (the
+# advisory database stays offline; crates.io is where the crates come from anyway).
+cargo fetch --locked
 cargo deny --offline check
 
 say "tests"

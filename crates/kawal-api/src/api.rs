@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use kawal_audit::{Event, Outcome};
 use kawal_auth::roles::{Privilege, Role};
@@ -29,6 +30,24 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(r) => Err(json_rejection(&r)),
+        }
+    }
+}
+
+/// The `{name}` path parameter. A name that does not decode (bad percent-encoding, not UTF-8)
+/// is a plain JSON 400, not axum's text rejection that names the parameter and the problem.
+pub struct Name(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Name {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => Ok(Name(name)),
+            Err(_) => Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad account name in the path",
+            )),
         }
     }
 }
@@ -346,7 +365,7 @@ pub async fn add_account(
 pub async fn remove_account(
     State(state): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
-    Path(name): Path<String>,
+    Name(name): Name,
 ) -> Response {
     account_change(&state, &p, &name, &Change::Remove)
 }
@@ -362,7 +381,7 @@ pub struct RoleBody {
 pub async fn set_role(
     State(state): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
-    Path(name): Path<String>,
+    Name(name): Name,
     Body(body): Body<RoleBody>,
 ) -> Response {
     match body.role.parse::<Role>() {
@@ -382,7 +401,7 @@ pub struct ResetBody {
 pub async fn reset_password(
     State(state): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
-    Path(name): Path<String>,
+    Name(name): Name,
     Body(body): Body<ResetBody>,
 ) -> Response {
     account_change(
@@ -397,7 +416,7 @@ pub async fn reset_password(
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
-    Path(name): Path<String>,
+    Name(name): Name,
 ) -> Response {
     account_change(&state, &p, &name, &Change::Disable)
 }
@@ -406,7 +425,7 @@ pub async fn disable(
 pub async fn enable(
     State(state): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
-    Path(name): Path<String>,
+    Name(name): Name,
 ) -> Response {
     account_change(&state, &p, &name, &Change::Enable)
 }
@@ -415,7 +434,7 @@ pub async fn enable(
 pub async fn unlock(
     State(state): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
-    Path(name): Path<String>,
+    Name(name): Name,
 ) -> Response {
     account_change(&state, &p, &name, &Change::Unlock)
 }
@@ -653,5 +672,105 @@ pub async fn report(
         )
             .into_response(),
         _ => json_error(StatusCode::BAD_REQUEST, "format: json, html or markdown"),
+    }
+}
+
+/// The request parsers the API and the console run on what a client sends, exposed so a fuzzer
+/// (`fuzz/`) and the tests can feed them arbitrary bytes. Each runs the same extractor the
+/// handlers use (the API's [`Body`], axum's `Form`, the guard's CSRF field and cookie readers)
+/// and reports only whether the input was accepted: none of them may panic.
+pub mod parse {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use axum::extract::{Form, FromRequest, Request};
+    use http::{HeaderMap, HeaderValue, header};
+    use serde::de::DeserializeOwned;
+
+    use crate::console::{AddForm, AuditForm, ChangeForm, LoginForm, PasswordForm};
+
+    /// Polls a future that needs no I/O (the body is already in memory) to completion.
+    fn ready<F: Future>(f: F) -> Option<F::Output> {
+        let mut f = std::pin::pin!(f);
+        let mut cx = Context::from_waker(Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    fn request(bytes: &[u8], content_type: &'static str) -> Request {
+        let mut req = Request::new(axum::body::Body::from(bytes.to_vec()));
+        req.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        req
+    }
+
+    /// One JSON body as the API reads it; `Ok(())` if it parsed, else the status it answers.
+    pub fn json_as<T: DeserializeOwned>(bytes: &[u8]) -> Result<(), u16> {
+        match ready(super::Body::<T>::from_request(
+            request(bytes, "application/json"),
+            &(),
+        )) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(r)) => Err(r.status().as_u16()),
+            None => Err(0),
+        }
+    }
+
+    /// One form body as the console reads it; `true` if it parsed.
+    pub fn form_as<T: DeserializeOwned>(bytes: &[u8]) -> bool {
+        matches!(
+            ready(Form::<T>::from_request(
+                request(bytes, "application/x-www-form-urlencoded"),
+                &(),
+            )),
+            Some(Ok(_))
+        )
+    }
+
+    /// Every JSON body type of the API; how many of them accepted `bytes`.
+    pub fn api_bodies(bytes: &[u8]) -> usize {
+        [
+            json_as::<super::LoginBody>(bytes),
+            json_as::<super::PasswordBody>(bytes),
+            json_as::<super::ReauthBody>(bytes),
+            json_as::<super::AddBody>(bytes),
+            json_as::<super::RoleBody>(bytes),
+            json_as::<super::ResetBody>(bytes),
+        ]
+        .iter()
+        .filter(|r| r.is_ok())
+        .count()
+    }
+
+    /// Every form type of the console, plus the guard's CSRF field reader; how many accepted.
+    pub fn console_forms(bytes: &[u8]) -> usize {
+        let _csrf = form_urlencoded::parse(bytes).find(|(k, _)| k == "csrf");
+        [
+            form_as::<LoginForm>(bytes),
+            form_as::<PasswordForm>(bytes),
+            form_as::<AddForm>(bytes),
+            form_as::<ChangeForm>(bytes),
+            form_as::<AuditForm>(bytes),
+        ]
+        .iter()
+        .filter(|ok| **ok)
+        .count()
+    }
+
+    /// The session cookie as the guard reads it from a `Cookie` header.
+    pub fn cookie(bytes: &[u8]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_bytes(bytes).ok()?;
+        headers.insert(header::COOKIE, value);
+        crate::guard::session_cookie(&headers)
+    }
+
+    /// Everything above over the same bytes (the fuzz target's body).
+    pub fn all(bytes: &[u8]) {
+        let _ = api_bodies(bytes);
+        let _ = console_forms(bytes);
+        let _ = cookie(bytes);
     }
 }

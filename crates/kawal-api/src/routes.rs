@@ -88,7 +88,10 @@ use Access::{Account, Needs, Public};
 use Kind::{Api, Page};
 use Privilege::*;
 
-const AUTH_ERRORS: &[u16] = &[401, 403, 429, 503];
+/// Login and re-authentication: a bad body (400, 413, 415, 422) as well as the one refusal.
+const AUTH_ERRORS: &[u16] = &[400, 401, 403, 413, 415, 422, 429, 503];
+/// The own password change checks the current password, so it can also be penalised or busy.
+const PASSWORD_ERRORS: &[u16] = &[400, 401, 403, 404, 413, 415, 422, 429, 500, 503];
 const READ_ERRORS: &[u16] = &[400, 401, 403, 500];
 const WRITE_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500];
 
@@ -113,7 +116,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/v1/login", Public, Api, false, AUTH_ERRORS, "Log in with user name and password; sets the session cookie", || post(api::login)),
     route!(POST "/api/v1/logout", Account, Api, false, READ_ERRORS, "End this session", || post(api::logout)),
     route!(GET "/api/v1/session", Account, Api, false, READ_ERRORS, "This session: account, role, privileges, CSRF token", || get(api::whoami)),
-    route!(POST "/api/v1/password", Account, Api, false, WRITE_ERRORS, "Change the own password (the current one is checked)", || post(api::change_password)),
+    route!(POST "/api/v1/password", Account, Api, false, PASSWORD_ERRORS, "Change the own password (the current one is checked)", || post(api::change_password)),
     route!(POST "/api/v1/reauth", Account, Api, false, AUTH_ERRORS, "Re-authenticate: a single-use proof for a sensitive action; the session ID changes", || post(api::reauth)),
     route!(GET "/api/v1/roles", Account, Api, false, READ_ERRORS, "Roles and the privileges they grant", || get(api::roles)),
     route!(GET "/api/v1/openapi.json", Account, Api, false, READ_ERRORS, "This document", || get(api::openapi)),
@@ -170,8 +173,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub fn matrix_markdown() -> String {
     let mut out = String::from(
         "# Access matrix\n\nGenerated from the route table (`crates/kawal-api/src/routes.rs`) by \
-         `cargo test -p kawal-api --test access_matrix`; the same test checks every cell against \
-         the running router. `yes` = allowed, `-` = refused (403, or a redirect to the login page \
+         `KAWAL_BLESS=1 cargo test -p kawal-api --test route_matrix` (which fails when this copy \
+         is stale); `crates/kawal/tests/api_security.rs` checks every cell against the running \
+         daemon. `yes` = allowed, `-` = refused (403, or a redirect to the login page \
          for pages). Unauthenticated callers reach only the public routes. Every role must \
          change its pre-installed password first: until then only the routes marked `any \
          account` answer. `reauth` routes also need a fresh re-authentication.\n\n",

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use http::header::{CONNECTION, HeaderValue};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Request, Response, StatusCode};
 use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
@@ -356,13 +356,21 @@ async fn handle(
     }
 }
 
-/// An empty response with `status` that also ends the connection: after a refused body the
-/// stream is in an unknown state.
+/// A response with `status` that also ends the connection: after a refused body the stream is
+/// in an unknown state. The same generic JSON error as the router's answers; it never reaches
+/// the router, so it also carries the headers that keep it from being sniffed or cached.
 fn closing_response(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
+    let body = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => r#"{"error":"request too large"}"#,
+        StatusCode::REQUEST_TIMEOUT => r#"{"error":"request timed out"}"#,
+        _ => r#"{"error":"bad request"}"#,
+    };
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
+    let h = response.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
