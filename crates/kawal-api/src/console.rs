@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{Form, Query, Request, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, RequestExt};
 use http::{StatusCode, header};
@@ -711,7 +711,7 @@ pub struct ChangeForm {
 pub async fn change_account(
     State(state): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
-    Path(name): Path<String>,
+    crate::api::Name(name): crate::api::Name,
     req: Request,
 ) -> Response {
     let Ok(Form(f)) = req.extract::<Form<ChangeForm>, _>().await else {

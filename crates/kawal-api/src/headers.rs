@@ -19,7 +19,9 @@ const FIXED: [(&str, &str); 8] = [
     ("content-security-policy", CSP),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
+    // same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our own
+    // form posts, which the guard must refuse as cross-site. Other sites still get nothing.
+    ("referrer-policy", "same-origin"),
     ("cross-origin-opener-policy", "same-origin"),
     ("cross-origin-resource-policy", "same-origin"),
     (

@@ -125,7 +125,7 @@ fn first_login_forces_a_password_change_that_shows_and_enforces_the_rules() {
     let gw = Gateway::start();
     // The first form post from a real browser: it failed as "Not permitted" while the pages
     // said Referrer-Policy: no-referrer (Chrome then sends Origin: null, which the CSRF
-    // check refuses); base.html now sets same-origin.
+    // check refuses); the pages now say same-origin.
     log_in(&b, &gw, "admin", &gw.admin_password);
     b.wait_path("/password", |p| p == "/password");
     assert!(
