@@ -91,6 +91,10 @@ pub enum Ended {
 /// How many ended sessions are remembered, so their holders can be told why.
 const TOMBSTONES: usize = 4096;
 
+/// Live sessions one account may hold; a further login ends its least recently used one, so
+/// no account can fill the table (each login still costs an Argon2id verification).
+pub const MAX_PER_ACCOUNT: usize = 16;
+
 /// The live sessions.
 #[derive(Default)]
 pub struct Sessions {
@@ -156,6 +160,19 @@ impl Sessions {
             self.live = keep;
             for (digest, s) in gone {
                 self.remember(digest, Ended::Superseded, now);
+                ended.push((s, Ended::Superseded));
+            }
+        }
+        loop {
+            let own = self.live.iter().filter(|(_, s)| s.user == user);
+            if own.clone().count() < MAX_PER_ACCOUNT {
+                break;
+            }
+            let Some(oldest) = own.min_by_key(|(_, s)| s.last_seen).map(|(d, _)| *d) else {
+                break;
+            };
+            if let Some(s) = self.live.remove(&oldest) {
+                self.remember(oldest, Ended::Superseded, now);
                 ended.push((s, Ended::Superseded));
             }
         }

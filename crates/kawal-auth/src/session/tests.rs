@@ -101,3 +101,30 @@ fn a_token_never_prints() {
     let (t, _) = Sessions::default().login("x", false, 0, &k, &p).unwrap();
     assert_eq!(format!("{t:?}"), "Token([REDACTED])");
 }
+
+/// G045: AU-1-7
+#[test]
+fn an_account_holds_at_most_its_share_of_sessions() {
+    let (k, p) = (key(), SessionPolicy::default());
+    let mut s = Sessions::default();
+    let mut tokens = Vec::new();
+    for i in 0..MAX_PER_ACCOUNT as u64 {
+        let (t, ended) = s.login("op", false, 10 + i, &k, &p).unwrap();
+        assert!(ended.is_empty());
+        tokens.push(t);
+    }
+    // The first one is used again, so the second is now the least recently used.
+    assert!(s.touch(tokens[0].expose(), 100, &k, &p).is_ok());
+    let (_, ended) = s.login("op", false, 101, &k, &p).unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].1, Ended::Superseded);
+    assert_eq!(s.of_user("op"), MAX_PER_ACCOUNT);
+    assert_eq!(
+        s.touch(tokens[1].expose(), 102, &k, &p),
+        Err(Some(Ended::Superseded))
+    );
+    assert!(s.touch(tokens[0].expose(), 102, &k, &p).is_ok());
+    // Another account is not affected.
+    let (_, ended) = s.login("siti", false, 103, &k, &p).unwrap();
+    assert!(ended.is_empty());
+}
