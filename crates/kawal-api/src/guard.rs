@@ -49,9 +49,11 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// A cross-site state change: an `Origin` that is not this host, or a browser saying the
 /// request came from another site.
 fn cross_site(headers: &HeaderMap) -> bool {
+    // Only our own pages (same-origin) or the user typing the address (none) pass; a sibling
+    // site (same-site) is as foreign as any other.
     if headers
         .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
     {
         return true;
     }
@@ -62,9 +64,10 @@ fn cross_site(headers: &HeaderMap) -> bool {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    origin.to_str().map_or(true, |o| {
-        o != format!("https://{host}") && !(o == "null" && host.is_empty())
-    })
+    // "null" (sandboxed frames, some redirects) and a missing Host are never our origin.
+    origin
+        .to_str()
+        .map_or(true, |o| host.is_empty() || o != format!("https://{host}"))
 }
 
 /// Enforces `route`'s row of the table, then runs the handler with the [`Principal`].

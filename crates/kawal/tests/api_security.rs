@@ -397,6 +397,15 @@ fn cross_site_requests_and_missing_csrf_tokens_are_refused() {
         StatusCode::FORBIDDEN,
         "cross-site fetch"
     );
+    let b = admin
+        .request(Method::POST, &path)
+        .header("sec-fetch-site", "same-site")
+        .json(&json!({}));
+    assert_eq!(
+        admin.send(b).status(),
+        StatusCode::FORBIDDEN,
+        "a sibling site"
+    );
     // Logging in from another site (login CSRF) is refused too.
     let b = gw
         .client()

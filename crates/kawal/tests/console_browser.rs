@@ -27,7 +27,7 @@ fn log_in(b: &Browser, gw: &Gateway, user: &str, password: &str) {
     b.goto(&gw.url("/login"));
     b.find("#username").clear().send_keys(user);
     b.find("#password").clear().send_keys(password);
-    b.find("form[action='/login'] button[type=submit]").click();
+    b.submit(&b.find("form[action='/login'] button[type=submit]"));
 }
 
 /// Fills in and submits the change-password form.
@@ -35,8 +35,7 @@ fn change_password(b: &Browser, current: &str, new: &str) {
     b.find("#current").clear().send_keys(current);
     b.find("#new").clear().send_keys(new);
     b.find("#confirm").clear().send_keys(new);
-    b.find("form[action='/password'] button[type=submit]")
-        .click();
+    b.submit(&b.find("form[action='/password'] button[type=submit]"));
 }
 
 /// The login page's error message (waits for it).

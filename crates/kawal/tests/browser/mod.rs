@@ -322,6 +322,28 @@ impl Browser {
         }
     }
 
+    /// Submits a form with its button and waits up to [`WAIT`] until a new document has
+    /// replaced this one, so what the test reads next is the answer, not the old page.
+    pub fn submit(&self, button: &Element<'_>) {
+        self.exec("window.__kawalOld = true; return null;", &[]);
+        button.click();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // Mid-navigation the driver may answer with an error: not loaded yet.
+            let script = json!({ "script": "return window.__kawalOld === undefined && document.readyState === 'complete';", "args": [] });
+            let fresh = self
+                .cmd(&reqwest::Method::POST, "/execute/sync", Some(&script))
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if fresh {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no new page within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs `script` (a function body) in the page; returns its result.
     pub fn exec(&self, script: &str, args: &[Value]) -> Value {
         self.post("/execute/sync", &json!({ "script": script, "args": args }))
