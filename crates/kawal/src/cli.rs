@@ -136,7 +136,7 @@ enum Command {
     /// Accounts, through the daemon's API (log in first).
     User {
         #[command(subcommand)]
-        action: UserCmd,
+        action: client::UserAction,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -158,52 +158,6 @@ struct ClientArgs {
     /// line), instead of the terminal.
     #[arg(long, global = true)]
     password_stdin: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum UserCmd {
-    /// List accounts.
-    List,
-    /// Add an account; its initial password must be changed at first login.
-    Add {
-        /// User name.
-        name: String,
-        /// admin, operator, updater or auditor (default: the least role).
-        #[arg(long)]
-        role: Option<String>,
-    },
-    /// Change an account's role.
-    Role {
-        /// User name.
-        name: String,
-        /// admin, operator, updater or auditor.
-        role: String,
-    },
-    /// Disable an account and end its sessions.
-    Disable {
-        /// User name.
-        name: String,
-    },
-    /// Enable an account.
-    Enable {
-        /// User name.
-        name: String,
-    },
-    /// Remove an account.
-    Remove {
-        /// User name.
-        name: String,
-    },
-    /// Change your password, or (administrators) set a new initial password for NAME.
-    Passwd {
-        /// The account to reset; your own if omitted.
-        name: Option<String>,
-    },
-    /// Clear an account's lockout.
-    Unlock {
-        /// User name.
-        name: String,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,16 +397,6 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::User { action, client } => {
             let file = client::session_path(client.session_file.as_deref())?;
-            let action = match action {
-                UserCmd::List => client::UserAction::List,
-                UserCmd::Add { name, role } => client::UserAction::Add { name, role },
-                UserCmd::Role { name, role } => client::UserAction::Role { name, role },
-                UserCmd::Disable { name } => client::UserAction::Disable { name },
-                UserCmd::Enable { name } => client::UserAction::Enable { name },
-                UserCmd::Remove { name } => client::UserAction::Remove { name },
-                UserCmd::Passwd { name } => client::UserAction::Passwd { name },
-                UserCmd::Unlock { name } => client::UserAction::Unlock { name },
-            };
             client::user(
                 action,
                 &client::Passwords::new(client.password_stdin),

@@ -623,25 +623,26 @@ pub fn logout(file: &Path) -> Result<()> {
 }
 
 /// A `kawal user` action.
-#[derive(Debug)]
+#[derive(Debug, clap::Subcommand)]
 pub enum UserAction {
     /// List accounts.
     List,
-    /// Add an account with an initial password.
+    /// Add an account; its initial password must be changed at first login.
     Add {
         /// User name.
         name: String,
-        /// Role (the server's least role if none).
+        /// admin, operator, updater or auditor (default: the least role).
+        #[arg(long)]
         role: Option<String>,
     },
     /// Change an account's role.
     Role {
         /// User name.
         name: String,
-        /// New role.
+        /// admin, operator, updater or auditor.
         role: String,
     },
-    /// Disable an account.
+    /// Disable an account and end its sessions.
     Disable {
         /// User name.
         name: String,
@@ -656,9 +657,9 @@ pub enum UserAction {
         /// User name.
         name: String,
     },
-    /// Change the own password, or set a new initial one for `name`.
+    /// Change your password, or (administrators) set a new initial password for NAME.
     Passwd {
-        /// The account to reset (administrators); the own account if none.
+        /// The account to reset; your own if omitted.
         name: Option<String>,
     },
     /// Clear an account's lockout.
