@@ -31,8 +31,9 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA and one client certificate it issued, under `dir` with `name` as prefix.
-fn issue(dir: &Path, name: &str) -> (String, String) {
+/// A CA and one client certificate it issued, under `dir` with `name` as prefix; returns the
+/// client's key and certificate as one PEM.
+fn issue(dir: &Path, name: &str) -> String {
     let ca_key = format!("{name}-ca.key");
     let ca = format!("{name}-ca.pem");
     openssl(
@@ -55,6 +56,12 @@ fn issue(dir: &Path, name: &str) -> (String, String) {
             &format!("/CN={name} automation CA"),
         ],
     );
+    client(dir, name, name)
+}
+
+/// A client key and certificate `name` issued by the CA `ca` (made by [`issue`]); returns the
+/// key and certificate as one PEM, as clients present them.
+fn client(dir: &Path, name: &str, ca: &str) -> String {
     openssl(
         dir,
         &[
@@ -85,9 +92,9 @@ fn issue(dir: &Path, name: &str) -> (String, String) {
             "-in",
             &format!("{name}.csr"),
             "-CA",
-            &ca,
+            &format!("{ca}-ca.pem"),
             "-CAkey",
-            &ca_key,
+            &format!("{ca}-ca.key"),
             "-CAcreateserial",
             "-out",
             &format!("{name}.pem"),
@@ -99,7 +106,7 @@ fn issue(dir: &Path, name: &str) -> (String, String) {
     );
     let cert = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap();
     let key = std::fs::read_to_string(dir.join(format!("{name}.key"))).unwrap();
-    (cert.clone(), format!("{key}{cert}"))
+    format!("{key}{cert}")
 }
 
 fn fingerprint(dir: &Path, cert_file: &str) -> String {
@@ -138,51 +145,10 @@ fn with_identity(gw: &Gateway, identity_pem: &str) -> Client {
 #[test]
 fn a_mapped_client_certificate_acts_as_its_account_and_nothing_else_does() {
     let certs = tempfile::tempdir().unwrap();
-    let (_, robot) = issue(certs.path(), "robot");
-    let (_, stray) = issue(certs.path(), "stray");
+    let robot = issue(certs.path(), "robot");
+    let stray = issue(certs.path(), "stray");
     // A second certificate from the trusted CA, but not mapped to any account.
-    openssl(
-        certs.path(),
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "unmapped.key",
-            "-out",
-            "unmapped.csr",
-            "-subj",
-            "/CN=unmapped",
-        ],
-    );
-    openssl(
-        certs.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "unmapped.csr",
-            "-CA",
-            "robot-ca.pem",
-            "-CAkey",
-            "robot-ca.key",
-            "-CAcreateserial",
-            "-out",
-            "unmapped.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    let unmapped = format!(
-        "{}{}",
-        std::fs::read_to_string(certs.path().join("unmapped.key")).unwrap(),
-        std::fs::read_to_string(certs.path().join("unmapped.pem")).unwrap()
-    );
+    let unmapped = client(certs.path(), "unmapped", "robot");
     let fp = fingerprint(certs.path(), "robot.pem");
     let ca_file = certs.path().join("robot-ca.pem");
     let mut gw = Gateway::start_with(|cfg| {

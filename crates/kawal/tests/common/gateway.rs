@@ -79,13 +79,7 @@ impl Gateway {
             "test-gw-01",
         ]);
         assert_eq!(r.code, 0, "init failed: {}", r.all());
-        let admin_password = r
-            .stdout
-            .lines()
-            .find_map(|l| l.split("change at first login): ").nth(1))
-            .expect("password line")
-            .trim()
-            .to_owned();
+        let admin_password = super::admin_password(&r.stdout);
         let ca_pem = std::fs::read_to_string(data.join("pki/dev-ca.crt.pem")).unwrap();
         let api = cfg["listen"]["api"].as_str().unwrap().parse().unwrap();
         let mut gw = Self {

@@ -69,15 +69,19 @@ pub fn provisioned_with_output() -> (tempfile::TempDir, PathBuf, String, String)
         "test-device-01",
     ]);
     assert_eq!(r.code, 0, "init failed: {}", r.all());
-    let pw = r
-        .stdout
+    let pw = admin_password(&r.stdout);
+    let out = r.all();
+    (tmp, data, pw, out)
+}
+
+/// The one-time admin password `kawal init` prints.
+pub fn admin_password(init_stdout: &str) -> String {
+    init_stdout
         .lines()
         .find_map(|l| l.split("change at first login): ").nth(1))
         .expect("password line")
         .trim()
-        .to_owned();
-    let out = r.all();
-    (tmp, data, pw, out)
+        .to_owned()
 }
 
 pub fn d(p: &Path) -> &str {
