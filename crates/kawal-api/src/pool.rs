@@ -1,19 +1,28 @@
 //! A bounded pool for Argon2id verification (G045 AU-1-3): a flood of wrong passwords can use at
 //! most `workers` cores, and waits in a short queue; past that, attempts fail fast with "busy"
 //! instead of piling up memory and latency for everyone.
-use std::sync::Arc;
+//!
+//! The workers are the pool's own threads at a lower CPU priority (nice 10): on a small
+//! gateway whose cores a flood keeps busy hashing, the API, the console and the MQTT
+//! sessions still get the CPU first.
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// The pool is full: try again shortly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
 
-/// Runs CPU-heavy password checks on at most `workers` blocking threads.
+/// The niceness of the verification threads: below the daemon's other work.
+const WORKER_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs CPU-heavy password checks on `workers` low-priority threads.
 #[derive(Debug)]
 pub struct VerifyPool {
-    permits: Arc<Semaphore>,
+    jobs: Mutex<mpsc::Sender<Job>>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
     reserve: usize,
@@ -29,12 +38,47 @@ impl Drop for Admission {
     }
 }
 
+/// One worker: lowers its own priority, then runs jobs until the pool is dropped.
+fn worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    lower_priority();
+    loop {
+        let next = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match next {
+            // A panicking check must not take the worker with it.
+            Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Best effort: a thread that cannot lower its priority still works, at normal priority.
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), WORKER_NICE) {
+        tracing::warn!(error = %e, "could not lower the priority of a password-check worker");
+    }
+}
+
 impl VerifyPool {
     /// `workers` jobs run at once; `queue` more may wait.
     pub fn new(workers: usize, queue: usize) -> Self {
         let workers = workers.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("kawal-verify-{i}"))
+                .spawn(move || worker(&rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-check worker");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(workers)),
+            jobs: Mutex::new(tx),
             admitted: Arc::new(AtomicUsize::new(0)),
             capacity: workers + queue,
             reserve: workers,
@@ -47,9 +91,9 @@ impl VerifyPool {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Runs `job` on a blocking thread once a worker is free, or refuses at once when the
-    /// queue is full. The job keeps its worker until it finishes, even if the caller is gone,
-    /// so a disconnecting client cannot start more work than the pool allows.
+    /// Runs `job` on a worker once one is free, or refuses at once when the queue is full.
+    /// The job keeps its place until it finishes, even if the caller is gone, so a
+    /// disconnecting client cannot start more work than the pool allows.
     pub async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
@@ -76,18 +120,21 @@ impl VerifyPool {
             return Err(Busy);
         }
         let admission = Admission(Arc::clone(&self.admitted));
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Busy)?;
-        tokio::task::spawn_blocking(move || {
+        let (done, answer) = oneshot::channel();
+        let boxed: Job = Box::new(move || {
             let out = job();
-            drop(permit);
             drop(admission);
-            out
-        })
-        .await
-        .map_err(|_| Busy)
+            // The caller may have gone; the work is done either way.
+            let _ = done.send(out);
+        });
+        let sent = match self.jobs.lock() {
+            Ok(tx) => tx.send(boxed).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(Busy);
+        }
+        answer.await.map_err(|_| Busy)
     }
 }
 
