@@ -7,6 +7,7 @@
 //! - [`guard`]: authentication, CSRF, forced password change, privilege, re-authentication.
 //! - [`api`] and [`console`]: the JSON API and the server-rendered console.
 //! - [`flow`]: login, password change and re-authentication shared by both.
+//! - [`sensors`]: the operator's sensor routes and the EST enrolment subset.
 //! - [`pool`]: the bounded Argon2id worker pool.
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod pool;
 pub mod reply;
 pub mod routes;
+pub mod sensors;
 pub mod server;
 pub mod state;
 pub mod tls;

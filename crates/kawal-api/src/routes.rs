@@ -10,7 +10,7 @@ use http::Method;
 use kawal_auth::roles::{Privilege, Role};
 
 use crate::state::AppState;
-use crate::{api, console};
+use crate::{api, console, sensors};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,10 @@ const AUTH_ERRORS: &[u16] = &[400, 401, 403, 413, 415, 422, 429, 503];
 const PASSWORD_ERRORS: &[u16] = &[400, 401, 403, 404, 413, 415, 422, 429, 500, 503];
 const READ_ERRORS: &[u16] = &[400, 401, 403, 500];
 const WRITE_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500];
+/// Sensor routes: as writes, plus 503 when the gateway is not running.
+const SENSOR_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500, 503];
+/// EST: a refused token or certificate is 401.
+const EST_ERRORS: &[u16] = &[400, 401, 404, 409, 413, 500, 503];
 
 macro_rules! route {
     ($m:ident $path:literal, $access:expr, $kind:expr, $reauth:expr, $errors:expr, $summary:literal, $h:expr) => {
@@ -135,6 +139,18 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/v1/audit/verify", Needs(LogRead), Api, false, READ_ERRORS, "Verify the audit log's chain and signatures", || get(api::audit_verify)),
     route!(GET "/api/v1/report", Needs(ReportRead), Api, false, READ_ERRORS, "The G045 compliance report (format: json, html, markdown)", || get(api::report)),
     // Console.
+    route!(GET "/api/v1/sensors", Needs(DevicesRead), Api, false, READ_ERRORS, "List sensors: role, state, certificate serial and expiry, last seen", || get(sensors::list)),
+    route!(POST "/api/v1/sensors", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Enrol a sensor: a one-time token for EST simpleenroll, shown once", || post(sensors::enroll)),
+    route!(GET "/api/v1/sensors/ca", Public, Api, false, SENSOR_ERRORS, "The sensor CA certificate (PEM)", || get(sensors::ca)),
+    route!(GET "/api/v1/sensors/crl", Public, Api, false, SENSOR_ERRORS, "The sensor certificate revocation list (PEM)", || get(sensors::crl)),
+    route!(GET "/api/v1/sensors/{name}", Needs(DevicesRead), Api, false, SENSOR_ERRORS, "One sensor and its certificate history", || get(sensors::show)),
+    route!(POST "/api/v1/sensors/{name}/revoke", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Revoke a sensor's certificate: live connections dropped, new ones refused", || post(sensors::revoke)),
+    route!(POST "/api/v1/sensors/{name}/renew", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "A new one-time token so the sensor can enrol again with a new key", || post(sensors::renew)),
+    route!(POST "/api/v1/sensors/{name}/csr", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Sign a CSR for an enrolled sensor (its previous certificate is revoked)", || post(sensors::sign_csr)),
+    route!(GET "/api/v1/gateway", Needs(TelemetryRead), Api, false, SENSOR_ERRORS, "The gateway's live state: connections, queue, upstream bridge, recent telemetry", || get(sensors::gateway)),
+    route!(GET "/.well-known/est/cacerts", Public, Api, false, SENSOR_ERRORS, "EST (RFC 7030) cacerts: the sensor CA as PKCS#7", || get(sensors::est_cacerts)),
+    route!(POST "/.well-known/est/simpleenroll", Public, Api, false, EST_ERRORS, "EST simpleenroll: a certificate for a CSR, authenticated by a one-time token", || post(sensors::est_simpleenroll)),
+    route!(POST "/.well-known/est/simplereenroll", Public, Api, false, EST_ERRORS, "EST simplereenroll: a new certificate, authenticated by the sensor's current certificate", || post(sensors::est_simplereenroll)),
     route!(GET "/", Public, Page, false, &[], "Home: the dashboard or the login page", || get(console::home)),
     route!(GET "/login", Public, Page, false, &[], "Login page", || get(console::login_page)),
     route!(POST "/login", Public, Page, false, &[401, 429, 503], "Log in", || post(console::login)),

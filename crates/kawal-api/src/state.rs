@@ -94,6 +94,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Device facts.
     pub device: DeviceFacts,
+    /// The gateway's sensor operations, set by the daemon once the gateway runs.
+    pub sensors: std::sync::OnceLock<Arc<dyn crate::sensors::SensorBackend>>,
     started: Instant,
 }
 
@@ -139,6 +141,7 @@ impl AppState {
             backend,
             settings,
             device,
+            sensors: std::sync::OnceLock::new(),
             started: Instant::now(),
         }
     }

@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::error::{CliError, Exit, Result};
 
+pub mod gateway;
+
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -40,6 +42,17 @@ pub struct RawConfig {
     /// The HTTPS API.
     #[serde(default)]
     pub api: RawApi,
+    /// The sensors' MQTT listener.
+    #[serde(default)]
+    pub mqtt: gateway::RawMqtt,
+    /// The upstream broker (none: telemetry stays queued).
+    pub upstream: Option<gateway::RawUpstream>,
+    /// The store-and-forward queue.
+    #[serde(default)]
+    pub queue: gateway::RawQueue,
+    /// Sensor enrolment and certificates.
+    #[serde(default)]
+    pub sensors: gateway::RawSensors,
 }
 
 /// `[device]`.
@@ -390,6 +403,8 @@ pub struct ValidConfig {
     pub mqtt: SocketAddr,
     /// Accounts, logins and sessions.
     pub auth: AuthSettings,
+    /// Sensors, MQTT, queue and upstream.
+    pub gateway: gateway::GatewaySettings,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
     /// SHA-256 of the file as read, so a change between starts is logged.
@@ -457,9 +472,18 @@ impl RawConfig {
             &mut errors,
             &mut insecure,
         );
+        let gateway = gateway::validate(
+            &self.mqtt,
+            self.upstream.as_ref(),
+            &self.queue,
+            &self.sensors,
+            &mut errors,
+            &mut insecure,
+        );
         match (api, mqtt, errors.is_empty()) {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
                 auth,
+                gateway,
                 data_dir: self.data_dir,
                 vendor_namespace: self.device.vendor_namespace,
                 passphrase_file: self.keys.passphrase_file,
