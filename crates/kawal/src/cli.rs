@@ -140,6 +140,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Sensors, through the daemon's API (log in first).
+    Sensor {
+        #[command(subcommand)]
+        action: SensorCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Local recovery at the device (needs the data folder and its keys).
     Recover {
         #[command(subcommand)]
@@ -158,6 +165,32 @@ struct ClientArgs {
     /// line), instead of the terminal.
     #[arg(long, global = true)]
     password_stdin: bool,
+}
+
+/// `kawal sensor`: the operator's actions, and the sensor's own enrolment.
+#[derive(Debug, Subcommand)]
+enum SensorCmd {
+    #[command(flatten)]
+    Manage(client::sensor::SensorAction),
+    /// On the sensor: make a key, enrol at the gateway's EST with a one-time token (read from
+    /// stdin), and write sensor.key.pem, sensor.crt.pem and sensor-ca.crt.pem into --out.
+    EstEnroll {
+        /// The gateway's API, https://host:port.
+        #[arg(long)]
+        url: String,
+        /// The CA that issued the gateway's API certificate (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The sensor's name, as enrolled.
+        #[arg(long)]
+        name: String,
+        /// Read the token from stdin (the only way: tokens never go on the command line).
+        #[arg(long, required = true)]
+        token_stdin: bool,
+        /// Where to write the key and certificates.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -403,10 +436,49 @@ fn dispatch(command: Command) -> Result<()> {
                 &file,
             )
         }
+        Command::Sensor {
+            action: SensorCmd::Manage(action),
+            client,
+        } => client::sensor::sensor(
+            action,
+            &client::session_path(client.session_file.as_deref())?,
+        ),
+        Command::Sensor {
+            action:
+                SensorCmd::EstEnroll {
+                    url,
+                    ca,
+                    name,
+                    token_stdin: _,
+                    out,
+                },
+            client: _,
+        } => {
+            let token = read_token_line()?;
+            client::sensor::est_enroll(&url, &ca, &name, &token, &out)
+        }
         Command::Recover {
             action: RecoverAction::Unlock { user, config },
         } => recover::unlock(&config, &user),
     }
+}
+
+/// One line from stdin: an enrolment token (bounded, trimmed).
+fn read_token_line() -> Result<zeroize::Zeroizing<String>> {
+    use std::io::Read;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(1024)
+        .read_to_string(&mut line)
+        .or_exit(Exit::Io, "token from stdin")?;
+    let token = zeroize::Zeroizing::new(line.trim().to_owned());
+    if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CliError::new(
+            Exit::DataErr,
+            "the token on stdin is empty or malformed",
+        ));
+    }
+    Ok(token)
 }
 
 fn log_cmd(action: LogAction) -> Result<()> {

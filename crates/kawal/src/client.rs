@@ -1,5 +1,5 @@
 //! The management commands as clients of the daemon's HTTPS API: `kawal login`, `kawal
-//! logout` and `kawal user …`.
+//! logout`, `kawal user …` and ([`sensor`]) `kawal sensor …`.
 //!
 //! - The server is pinned: the CLI trusts only the CA given with `--ca` (or the device's dev CA
 //!   found through `--config`); verification is never turned off.
@@ -26,6 +26,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{CliError, Context, Exit, Result};
 use crate::output;
+
+pub mod sensor;
 
 /// The session cookie's name (see `kawal_api::guard::COOKIE`).
 const COOKIE: &str = kawal_api::guard::COOKIE;
@@ -97,7 +99,7 @@ impl Target {
 }
 
 /// Accepts only `https://host[:port][/]`: no credentials, path, query or fragment.
-fn check_url(url: &str) -> Result<String> {
+pub(crate) fn check_url(url: &str) -> Result<String> {
     let bad = |why: &str| CliError::new(Exit::Config, format!("--url: {why}"));
     let u = reqwest::Url::parse(url).map_err(|_| bad("not a URL"))?;
     if u.scheme() != "https" {
@@ -116,7 +118,7 @@ fn check_url(url: &str) -> Result<String> {
     })
 }
 
-fn read_limited(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn read_limited(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let f = fs::File::open(path)
         .map_err(|e| CliError::new(Exit::NoInput, format!("{what} {}: {e}", path.display())))?;
     let mut buf = Zeroizing::new(Vec::new());

@@ -6,7 +6,7 @@
 //! - [`provision`]: `kawal init`; [`reset`]: `kawal reset --secure`.
 //! - [`daemon`]: `kawal run` and `kawal demo`; [`serve`]: the HTTPS API inside the daemon.
 //! - [`client`]: `kawal login`, `kawal logout` and `kawal user` over the HTTPS API;
-//!   [`recover`]: `kawal recover unlock` at the device.
+//!   [`recover`]: `kawal recover unlock` at the device; [`est`]: a sensor's enrolment.
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod error;
+pub mod est;
 pub mod evaluate;
 pub mod output;
 pub mod provision;
