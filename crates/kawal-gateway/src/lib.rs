@@ -10,11 +10,14 @@
 //!   messages, wills, dropping a revoked sensor at once.
 //! - [`queue`] keeps what sensors published, sealed in the store, until the upstream has it;
 //!   [`bridge`] carries it upstream over mutual TLS and brings commands back down.
+//! - [`client`] is the reference sensor client (`kawal sim`, the tests) and the rule that
+//!   makes a replayed command useless.
 #![forbid(unsafe_code)]
 
 pub mod acl;
 pub mod bridge;
 pub mod broker;
+pub mod client;
 pub mod conn;
 pub mod frame;
 pub mod limits;
