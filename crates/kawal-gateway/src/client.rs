@@ -228,9 +228,9 @@ impl Client {
         let mut pending = self.pending.lock().map_err(|_| ClientError::Closed)?;
         for _ in 0..u16::MAX {
             *next = next.wrapping_add(1).max(1);
-            if !pending.contains_key(&*next) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(*next) {
                 let (tx, rx) = oneshot::channel();
-                pending.insert(*next, tx);
+                slot.insert(tx);
                 return Ok((Pid::try_from(*next).map_err(proto)?, rx));
             }
         }
@@ -375,7 +375,8 @@ pub mod command {
     mod tests {
         use super::*;
 
-        /// G045: ST-D-28 (replay): a command is taken once, in order, before it expires.
+        /// G045: DS-1-2
+        /// A command is taken once, in order, before it expires (threat ST-D-28, replay).
         #[test]
         fn replayed_and_expired_commands_are_refused() {
             let g = Stamper::default();

@@ -147,6 +147,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Simulated sensors: enrol N through the API and EST, publish at a fixed rate, report
+    /// messages/s and latency (log in first).
+    Sim {
+        #[command(flatten)]
+        args: client::sim::SimArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Local recovery at the device (needs the data folder and its keys).
     Recover {
         #[command(subcommand)]
@@ -457,6 +465,10 @@ fn dispatch(command: Command) -> Result<()> {
             let token = read_token_line()?;
             client::sensor::est_enroll(&url, &ca, &name, &token, &out)
         }
+        Command::Sim { args, client } => client::sim::sim(
+            &args,
+            &client::session_path(client.session_file.as_deref())?,
+        ),
         Command::Recover {
             action: RecoverAction::Unlock { user, config },
         } => recover::unlock(&config, &user),

@@ -28,6 +28,7 @@ use crate::error::{CliError, Context, Exit, Result};
 use crate::output;
 
 pub mod sensor;
+pub mod sim;
 
 /// The session cookie's name (see `kawal_api::guard::COOKIE`).
 const COOKIE: &str = kawal_api::guard::COOKIE;
