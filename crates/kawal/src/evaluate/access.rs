@@ -36,6 +36,13 @@ const EXPECTED_PUBLIC: &[&str] = &[
     "POST /login",
     "GET /static/console.css",
     "GET /static/console.js",
+    // Sensors: the CA and CRL are public by nature, and EST enrolment authenticates in its
+    // handler (a one-time token, or the sensor's current certificate).
+    "GET /api/v1/sensors/ca",
+    "GET /api/v1/sensors/crl",
+    "GET /.well-known/est/cacerts",
+    "POST /.well-known/est/simpleenroll",
+    "POST /.well-known/est/simplereenroll",
 ];
 
 /// The account-management functions AU-1-5 asks for, as routes.
