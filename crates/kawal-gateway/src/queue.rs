@@ -1,1 +1,1256 @@
-//! (being written)
+//! The store-and-forward queue between the broker and the upstream bridge (G045 DS-1-2;
+//! threat ST-G-2: telemetry stays available across an upstream outage or a restart).
+//!
+//! # Guarantee
+//! A QoS 1 message is answered `Ok` (and so PUBACKed to the sensor) only once it is sealed
+//! in the store in a committed redb transaction. It leaves the store only after the upstream
+//! has PUBACKed it ([`Queue::ack`]), or, with the opt-in [`FullPolicy::DropOldest`], when
+//! newer messages push it out. A crash at any point leaves either the old or the new
+//! transaction on disk (redb commits atomically); [`Queue::open`] re-reads everything still
+//! stored, so whatever was not acknowledged upstream is sent again: delivery is at least
+//! once, in sequence order.
+//!
+//! # Group commit
+//! [`Uplink::submit`] hands messages to one writer thread. It takes every message waiting
+//! (up to [`QueueSettings::commit_max_messages`] / [`QueueSettings::commit_max_bytes`]) and
+//! writes them with one [`Store::put_many`] (one transaction, one sync), then answers all
+//! their publishers. While one batch syncs, the next one gathers, so the number of syncs
+//! follows the disk's speed, not the message rate.
+//!
+//! # Store layout
+//! Table `uplink-queue` (a [`Table::data`] table: values sealed under the store-data key,
+//! record keys stored as keyed hashes):
+//! - `m:<seq as 20 decimal digits>` → one message, in the binary form of [`encode`]:
+//!   `version (1) | seq (u64 BE) | enqueued_at ms (u64 BE) | uid len (u16 BE) | uid |
+//!   topic len (u16 BE) | topic | payload`.
+//! - `next-seq` → the next sequence number (u64 BE), rewritten in every batch so that
+//!   sequence numbers never repeat, even once the queue has been emptied.
+//!
+//! QoS 0 messages never touch the disk: they wait in memory, bounded on their own
+//! ([`QueueSettings::qos0_max_messages`], [`QueueSettings::qos0_max_bytes`]), the oldest
+//! dropped first and counted.
+//!
+//! # Deleting
+//! kawal-store has no batched delete yet, so acknowledged records are deleted one
+//! transaction each, on a separate thread, behind the acknowledgement: memory and the byte
+//! budget are freed at once, the disk a little later. A crash in between only means those
+//! messages are sent again after the restart (at least once).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kawal_store::{Store, Table};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+
+use crate::{Message, Uplink, UplinkRefusal};
+
+/// The store table of the queue.
+pub const TABLE: Table = Table::data("uplink-queue");
+/// The record holding the next sequence number.
+const NEXT_SEQ_KEY: &str = "next-seq";
+/// Prefix of message records.
+const MSG_PREFIX: &str = "m:";
+/// Version byte of the message record format.
+const RECORD_VERSION: u8 = 1;
+/// Bytes counted per message on top of uid, topic and payload (record header, sealing,
+/// index): keeps tiny messages from escaping the byte budget.
+pub const OVERHEAD: u64 = 64;
+
+/// What to do with a QoS 1 message when the queue is at [`QueueSettings::max_bytes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// Safe default: refuse the new message ([`UplinkRefusal::Full`]); the sensor gets no
+    /// PUBACK and sends it again later. Nothing acknowledged is lost.
+    #[default]
+    Refuse,
+    /// **Loses data**: delete the oldest messages, which were already acknowledged to their
+    /// sensors, to make room. Only for deployments that prefer fresh telemetry over complete
+    /// telemetry; every drop is counted in [`QueueStats::dropped_full`].
+    DropOldest,
+}
+
+/// Settings of the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Upper bound of stored (QoS 1) messages, in bytes as counted by [`message_size`].
+    /// Default 64 MiB.
+    pub max_bytes: u64,
+    /// What happens when `max_bytes` is reached. Default [`FullPolicy::Refuse`].
+    pub when_full: FullPolicy,
+    /// The high-water alarm is raised at this percentage of `max_bytes` (default 80) and
+    /// cleared 10 points below it.
+    pub alarm_percent: u8,
+    /// At most this many QoS 0 messages wait in memory (default 1,024).
+    pub qos0_max_messages: usize,
+    /// At most this many bytes of QoS 0 messages wait in memory (default 1 MiB).
+    pub qos0_max_bytes: u64,
+    /// At most this many messages go into one transaction (default 4,096).
+    pub commit_max_messages: usize,
+    /// At most about this many bytes go into one transaction (default 8 MiB).
+    pub commit_max_bytes: u64,
+    /// How many recent messages [`Queue::recent`] remembers (default 256).
+    pub recent_len: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            when_full: FullPolicy::Refuse,
+            alarm_percent: 80,
+            qos0_max_messages: 1024,
+            qos0_max_bytes: 1 << 20,
+            commit_max_messages: 4096,
+            commit_max_bytes: 8 << 20,
+            recent_len: 256,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// Every problem with these settings (empty when they are usable).
+    pub fn problems(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.max_bytes == 0 {
+            out.push("max-bytes must be above 0");
+        }
+        if !(1..=100).contains(&self.alarm_percent) {
+            out.push("alarm-percent must be 1-100");
+        }
+        if self.commit_max_messages == 0 {
+            out.push("commit-max-messages must be above 0");
+        }
+        if self.commit_max_bytes == 0 {
+            out.push("commit-max-bytes must be above 0");
+        }
+        out
+    }
+}
+
+/// Why the queue could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store could not be read or written.
+    #[error("uplink queue: {0}")]
+    Store(#[from] kawal_store::Error),
+    /// A stored record opened fine but is not a queue record this version understands. The
+    /// queue refuses to start rather than silently dropping it.
+    #[error("uplink queue: record {key} is not readable: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The settings are unusable (operator error).
+    #[error("uplink queue settings: {}", .0.join("; "))]
+    Settings(Vec<&'static str>),
+    /// The writer thread could not be started.
+    #[error("uplink queue: cannot start its writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// One message waiting for the upstream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Position in the queue; increases by one per accepted message, never repeats.
+    pub seq: u64,
+    /// The sensor that published it.
+    pub uid: String,
+    /// The sensor's topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// 0 (memory only) or 1 (stored).
+    pub qos: u8,
+    /// When the queue accepted it, in milliseconds since the Unix epoch.
+    pub enqueued_at: u64,
+}
+
+impl fmt::Debug for Queued {
+    // Identifiers only, never the payload (STYLE §4).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queued")
+            .field("seq", &self.seq)
+            .field("uid", &self.uid)
+            .field("topic", &self.topic)
+            .field("payload_len", &self.payload.len())
+            .field("qos", &self.qos)
+            .field("enqueued_at", &self.enqueued_at)
+            .finish()
+    }
+}
+
+/// A recently accepted message, as the console shows it (no payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recent {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The sensor.
+    pub uid: String,
+    /// The topic.
+    pub topic: String,
+    /// Payload size in bytes.
+    pub size: usize,
+    /// 0 or 1.
+    pub qos: u8,
+    /// When it was accepted, ms since the Unix epoch.
+    pub at: u64,
+}
+
+/// The queue's counters and levels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Messages waiting (stored and in memory).
+    pub messages: u64,
+    /// Their bytes as counted against the limits, including QoS 1 messages being written.
+    pub bytes: u64,
+    /// The limit for stored messages.
+    pub max_bytes: u64,
+    /// Whether usage is above the alarm threshold.
+    pub high_water_alarm: bool,
+    /// QoS 0 messages dropped because their memory bound was reached.
+    pub dropped_qos0: u64,
+    /// Stored messages deleted unsent to make room ([`FullPolicy::DropOldest`] only).
+    pub dropped_full: u64,
+    /// QoS 1 messages refused because the queue was full.
+    pub refused_full: u64,
+    /// QoS 1 messages refused because the store failed.
+    pub store_errors: u64,
+    /// Messages accepted.
+    pub total_in: u64,
+    /// Messages acknowledged by the upstream (QoS 0: handed to it).
+    pub total_out: u64,
+    /// Write transactions committed (each holds one batch of messages).
+    pub commits: u64,
+    /// Acknowledged records not yet deleted from the store.
+    pub deletes_pending: u64,
+}
+
+/// A callback told when the high-water alarm is raised (`true`) or cleared (`false`).
+pub type AlarmHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// The bytes a message counts for against the limits.
+pub fn message_size(uid: &str, topic: &str, payload_len: usize) -> u64 {
+    // usize → u64 cannot lose on any supported target.
+    (uid.len() + topic.len() + payload_len) as u64 + OVERHEAD
+}
+
+fn size_of(q: &Queued) -> u64 {
+    message_size(&q.uid, &q.topic, q.payload.len())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn record_key(seq: u64) -> String {
+    format!("{MSG_PREFIX}{seq:020}")
+}
+
+/// The stored form of a message (see the module docs).
+pub fn encode(q: &Queued) -> Option<Vec<u8>> {
+    let uid_len = u16::try_from(q.uid.len()).ok()?;
+    let topic_len = u16::try_from(q.topic.len()).ok()?;
+    let mut out = Vec::with_capacity(1 + 8 + 8 + 4 + q.uid.len() + q.topic.len() + q.payload.len());
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&q.seq.to_be_bytes());
+    out.extend_from_slice(&q.enqueued_at.to_be_bytes());
+    out.extend_from_slice(&uid_len.to_be_bytes());
+    out.extend_from_slice(q.uid.as_bytes());
+    out.extend_from_slice(&topic_len.to_be_bytes());
+    out.extend_from_slice(q.topic.as_bytes());
+    out.extend_from_slice(&q.payload);
+    Some(out)
+}
+
+/// Reads what [`encode`] wrote.
+pub fn decode(raw: &[u8]) -> Result<Queued, &'static str> {
+    fn take<'a>(raw: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+        if raw.len() < n {
+            return Err("truncated");
+        }
+        let (head, tail) = raw.split_at(n);
+        *raw = tail;
+        Ok(head)
+    }
+    fn u64_of(b: &[u8]) -> Result<u64, &'static str> {
+        Ok(u64::from_be_bytes(b.try_into().map_err(|_| "truncated")?))
+    }
+    fn string(raw: &mut &[u8]) -> Result<String, &'static str> {
+        let len = take(raw, 2)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let s = take(raw, len)?;
+        String::from_utf8(s.to_vec()).map_err(|_| "not UTF-8")
+    }
+    let mut raw = raw;
+    if take(&mut raw, 1)? != [RECORD_VERSION] {
+        return Err("unknown record version");
+    }
+    let seq = u64_of(take(&mut raw, 8)?)?;
+    let enqueued_at = u64_of(take(&mut raw, 8)?)?;
+    let uid = string(&mut raw)?;
+    let topic = string(&mut raw)?;
+    Ok(Queued {
+        seq,
+        uid,
+        topic,
+        payload: Bytes::copy_from_slice(raw),
+        qos: 1,
+        enqueued_at,
+    })
+}
+
+/// Where a QoS 1 publisher hears whether its message is stored.
+type Reply = oneshot::Sender<Result<(), UplinkRefusal>>;
+
+/// A message of a batch: itself, its counted size, its publisher's reply.
+type Item = (Queued, u64, Option<Reply>);
+
+/// A message on its way to the writer thread.
+struct Pending {
+    msg: Message,
+    size: u64,
+    at: u64,
+    /// `None` for QoS 0 (answered at once).
+    reply: Option<Reply>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Everything not yet acknowledged upstream, by seq.
+    msgs: BTreeMap<u64, Queued>,
+    /// Bytes of stored messages in `msgs` plus QoS 1 messages being written.
+    bytes: u64,
+    /// Seqs of QoS 0 messages, oldest first (may hold seqs already acknowledged).
+    qos0: VecDeque<u64>,
+    qos0_count: usize,
+    qos0_bytes: u64,
+    recent: VecDeque<Recent>,
+    alarm: bool,
+    stats: QueueStats,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    settings: QueueSettings,
+    state: Mutex<State>,
+    /// Woken when messages are added.
+    added: Notify,
+    deletes_pending: AtomicU64,
+    alarm_hook: Mutex<Option<AlarmHook>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data here (every update is a few
+        // plain assignments), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises or clears the alarm after `st.bytes` changed; returns the change, for
+    /// [`Shared::tell`] once the state lock is released.
+    #[must_use]
+    fn check_alarm(&self, st: &mut State) -> Option<bool> {
+        let pct = u64::from(self.settings.alarm_percent);
+        let used = u128::from(st.bytes) * 100;
+        let max = u128::from(self.settings.max_bytes);
+        let raise = used >= max * u128::from(pct);
+        let clear = used < max * u128::from(pct.saturating_sub(10));
+        let change = if !st.alarm && raise {
+            tracing::warn!(
+                bytes = st.bytes,
+                max_bytes = self.settings.max_bytes,
+                "uplink queue above its high-water mark: the upstream is not keeping up"
+            );
+            Some(true)
+        } else if st.alarm && clear {
+            tracing::info!(
+                bytes = st.bytes,
+                "uplink queue back below its high-water mark"
+            );
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(on) = change {
+            st.alarm = on;
+        }
+        change
+    }
+
+    /// Tells the alarm hook of a change (outside the state lock, so the hook may look at the
+    /// queue).
+    fn tell(&self, change: Option<bool>) {
+        let Some(on) = change else {
+            return;
+        };
+        let hook = self
+            .alarm_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(on);
+        }
+    }
+}
+
+/// The queue. Cheap to share as `Arc<Queue>`; dropping the last one finishes the batch
+/// being written and stops the writer.
+pub struct Queue {
+    shared: Arc<Shared>,
+    writer_tx: Option<mpsc::Sender<Pending>>,
+    deleter_tx: Option<mpsc::Sender<Vec<u64>>>,
+    writer: Option<JoinHandle<()>>,
+    deleter: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// Opens the queue on `store`, recovering every message stored and not yet acknowledged,
+    /// in sequence order.
+    ///
+    /// # Errors
+    /// [`Error::Settings`] for unusable settings, [`Error::Store`] if the store cannot be
+    /// read, [`Error::Corrupt`] for a record this version cannot read.
+    pub fn open(store: Arc<Store>, settings: QueueSettings) -> Result<Arc<Self>, Error> {
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(Error::Settings(problems));
+        }
+        if settings.when_full == FullPolicy::DropOldest {
+            tracing::warn!(
+                "uplink queue policy drop-oldest: when full, messages already acknowledged to \
+                 sensors are deleted unsent"
+            );
+        }
+        let mut state = State::default();
+        let mut next_seq = 1u64;
+        for (key, value) in store.list(TABLE)? {
+            if key == NEXT_SEQ_KEY {
+                let b: [u8; 8] = value[..].try_into().map_err(|_| Error::Corrupt {
+                    key: key.clone(),
+                    reason: "not 8 bytes",
+                })?;
+                next_seq = next_seq.max(u64::from_be_bytes(b));
+                continue;
+            }
+            let q = decode(&value).map_err(|reason| Error::Corrupt {
+                key: key.clone(),
+                reason,
+            })?;
+            if key != record_key(q.seq) {
+                return Err(Error::Corrupt {
+                    key,
+                    reason: "key and sequence number differ",
+                });
+            }
+            next_seq = next_seq.max(q.seq.saturating_add(1));
+            state.bytes += size_of(&q);
+            state.msgs.insert(q.seq, q);
+        }
+        if !state.msgs.is_empty() {
+            tracing::info!(
+                messages = state.msgs.len(),
+                bytes = state.bytes,
+                "uplink queue recovered stored messages"
+            );
+        }
+        state.stats.max_bytes = settings.max_bytes;
+        let recent_len = settings.recent_len;
+        state.recent = VecDeque::with_capacity(recent_len.min(1024));
+        let shared = Arc::new(Shared {
+            store,
+            settings,
+            state: Mutex::new(state),
+            added: Notify::new(),
+            deletes_pending: AtomicU64::new(0),
+            alarm_hook: Mutex::new(None),
+        });
+        {
+            let mut st = shared.lock();
+            // No hook can be set yet; the warning is logged.
+            let _ = shared.check_alarm(&mut st);
+        }
+
+        let (writer_tx, writer_rx) = mpsc::channel();
+        let (deleter_tx, deleter_rx) = mpsc::channel();
+        let w = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("kawal-uplink-writer".into())
+            .spawn(move || run_writer(&w, &writer_rx, next_seq))
+            .map_err(Error::Spawn)?;
+        let d = Arc::clone(&shared);
+        let deleter = std::thread::Builder::new()
+            .name("kawal-uplink-deleter".into())
+            .spawn(move || run_deleter(&d, &deleter_rx))
+            .map_err(Error::Spawn)?;
+        Ok(Arc::new(Self {
+            shared,
+            writer_tx: Some(writer_tx),
+            deleter_tx: Some(deleter_tx),
+            writer: Some(writer),
+            deleter: Some(deleter),
+        }))
+    }
+
+    /// Sets the callback told when the high-water alarm is raised or cleared (besides the
+    /// `tracing` warning and [`QueueStats::high_water_alarm`]).
+    pub fn set_alarm_hook(&self, hook: AlarmHook) {
+        *self
+            .shared
+            .alarm_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.shared.settings
+    }
+
+    /// Counters and levels.
+    pub fn stats(&self) -> QueueStats {
+        let st = self.shared.lock();
+        QueueStats {
+            messages: st.msgs.len() as u64,
+            bytes: st.bytes + st.qos0_bytes,
+            high_water_alarm: st.alarm,
+            deletes_pending: self.shared.deletes_pending.load(Ordering::Relaxed),
+            ..st.stats.clone()
+        }
+    }
+
+    /// Number of messages waiting.
+    pub fn len(&self) -> usize {
+        self.shared.lock().msgs.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().msgs.is_empty()
+    }
+
+    /// The last `n` messages accepted (at most [`QueueSettings::recent_len`]), newest last:
+    /// for the console's live view, whether or not an upstream is configured.
+    pub fn recent(&self, n: usize) -> Vec<Recent> {
+        let st = self.shared.lock();
+        let skip = st.recent.len().saturating_sub(n);
+        st.recent.iter().skip(skip).cloned().collect()
+    }
+
+    /// Up to `max` of the oldest waiting messages, in order, without removing them; waits
+    /// while the queue is empty.
+    pub async fn peek_batch(&self, max: usize) -> Vec<Queued> {
+        self.next_batch(0, max).await
+    }
+
+    /// Up to `max` waiting messages with a sequence number above `after`, in order; waits
+    /// until there is at least one. Cancel-safe.
+    pub async fn next_batch(&self, after: u64, max: usize) -> Vec<Queued> {
+        let max = max.max(1);
+        loop {
+            let notified = self.shared.added.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so an addition in between is not missed.
+            notified.as_mut().enable();
+            {
+                let st = self.shared.lock();
+                let out: Vec<Queued> = st
+                    .msgs
+                    .range(after.saturating_add(1)..)
+                    .take(max)
+                    .map(|(_, q)| q.clone())
+                    .collect();
+                if !out.is_empty() {
+                    return out;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Removes the messages `seqs` (acknowledged by the upstream); unknown seqs are ignored.
+    /// Their store records are deleted shortly after, in the background.
+    pub fn ack(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut stored = Vec::with_capacity(seqs.len());
+        let change = {
+            let mut st = self.shared.lock();
+            for seq in seqs {
+                let Some(q) = st.msgs.remove(seq) else {
+                    continue;
+                };
+                st.stats.total_out += 1;
+                if q.qos == 0 {
+                    st.qos0_count = st.qos0_count.saturating_sub(1);
+                    st.qos0_bytes = st.qos0_bytes.saturating_sub(size_of(&q));
+                } else {
+                    st.bytes = st.bytes.saturating_sub(size_of(&q));
+                    stored.push(q.seq);
+                }
+            }
+            prune_qos0(&mut st);
+            self.shared.check_alarm(&mut st)
+        };
+        self.shared.tell(change);
+        self.delete(stored);
+    }
+
+    /// Removes every message with a sequence number up to and including `seq`.
+    pub fn ack_up_to(&self, seq: u64) {
+        let seqs: Vec<u64> = self
+            .shared
+            .lock()
+            .msgs
+            .range(..=seq)
+            .map(|(s, _)| *s)
+            .collect();
+        self.ack(&seqs);
+    }
+
+    fn delete(&self, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        let n = seqs.len() as u64;
+        self.shared.deletes_pending.fetch_add(n, Ordering::Relaxed);
+        if self
+            .deleter_tx
+            .as_ref()
+            .is_none_or(|tx| tx.send(seqs).is_err())
+        {
+            // The deleter is gone (only at shutdown): the records stay and are sent again
+            // after the restart.
+            self.shared.deletes_pending.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes room for `size` more bytes under [`FullPolicy::DropOldest`]; false if even
+    /// dropping every stored message would not do.
+    fn drop_oldest(&self, st: &mut State, size: u64) -> Vec<u64> {
+        let max = self.shared.settings.max_bytes;
+        let mut dropped = Vec::new();
+        while st.bytes + size > max {
+            let Some(seq) = st.msgs.iter().find(|(_, q)| q.qos != 0).map(|(s, _)| *s) else {
+                break;
+            };
+            if let Some(q) = st.msgs.remove(&seq) {
+                st.bytes = st.bytes.saturating_sub(size_of(&q));
+                st.stats.dropped_full += 1;
+                dropped.push(seq);
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(
+                dropped = dropped.len(),
+                "uplink queue full: oldest stored messages deleted unsent (policy drop-oldest)"
+            );
+        }
+        dropped
+    }
+}
+
+/// Drops acknowledged seqs from the front of the QoS 0 list and compacts it when it holds
+/// many acknowledged ones, so it stays about as long as the QoS 0 messages waiting.
+fn prune_qos0(st: &mut State) {
+    while let Some(front) = st.qos0.front() {
+        if st.msgs.contains_key(front) {
+            break;
+        }
+        st.qos0.pop_front();
+    }
+    if st.qos0.len() > 2 * st.qos0_count + 64 {
+        let State { qos0, msgs, .. } = st;
+        qos0.retain(|s| msgs.contains_key(s));
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // Closing the channels lets the threads finish what they hold (the batch being
+        // written, the deletes asked for) and end; waiting for them means the store is no
+        // longer in use by the queue once it is gone.
+        drop(self.writer_tx.take());
+        drop(self.deleter_tx.take());
+        for thread in [self.writer.take(), self.deleter.take()]
+            .into_iter()
+            .flatten()
+        {
+            if thread.join().is_err() {
+                tracing::error!("an uplink queue thread panicked");
+            }
+        }
+    }
+}
+
+impl Uplink for Queue {
+    fn submit(&self, msg: Message) -> oneshot::Receiver<Result<(), UplinkRefusal>> {
+        let (tx, rx) = oneshot::channel();
+        let size = message_size(&msg.uid, &msg.topic, msg.payload.len());
+        let at = now_ms();
+        let Some(writer) = &self.writer_tx else {
+            let _ = tx.send(Err(UplinkRefusal::Store));
+            return rx;
+        };
+        if msg.qos == 0 {
+            let _ = tx.send(Ok(()));
+            // A closed writer only happens at shutdown; a QoS 0 message may be lost then.
+            let _ = writer.send(Pending {
+                msg,
+                size,
+                at,
+                reply: None,
+            });
+            return rx;
+        }
+        if msg.uid.len() > usize::from(u16::MAX) || msg.topic.len() > usize::from(u16::MAX) {
+            // The broker's limits keep these far shorter; the record format cannot hold them.
+            let _ = tx.send(Err(UplinkRefusal::Store));
+            return rx;
+        }
+        let mut dropped = Vec::new();
+        let change = {
+            let mut st = self.shared.lock();
+            let max = self.shared.settings.max_bytes;
+            if st.bytes + size > max && self.shared.settings.when_full == FullPolicy::DropOldest {
+                dropped = self.drop_oldest(&mut st, size);
+            }
+            if st.bytes + size > max {
+                st.stats.refused_full += 1;
+                drop(st);
+                tracing::debug!(uid = %msg.uid, "uplink queue full: message refused");
+                let _ = tx.send(Err(UplinkRefusal::Full));
+                self.delete(dropped);
+                return rx;
+            }
+            // Reserved now, so that messages on their way to the disk count too.
+            st.bytes += size;
+            self.shared.check_alarm(&mut st)
+        };
+        self.shared.tell(change);
+        self.delete(dropped);
+        if let Err(mpsc::SendError(p)) = writer.send(Pending {
+            msg,
+            size,
+            at,
+            reply: Some(tx),
+        }) {
+            let mut st = self.shared.lock();
+            st.bytes = st.bytes.saturating_sub(size);
+            st.stats.store_errors += 1;
+            drop(st);
+            if let Some(reply) = p.reply {
+                let _ = reply.send(Err(UplinkRefusal::Store));
+            }
+        }
+        rx
+    }
+}
+
+fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, mut next_seq: u64) {
+    let settings = &shared.settings;
+    while let Ok(first) = rx.recv() {
+        let mut batch_bytes = first.size;
+        let mut batch = vec![first];
+        // Everything already waiting joins this transaction.
+        while batch.len() < settings.commit_max_messages && batch_bytes < settings.commit_max_bytes
+        {
+            match rx.try_recv() {
+                Ok(p) => {
+                    batch_bytes += p.size;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut items = Vec::with_capacity(batch.len());
+        for p in batch {
+            let q = Queued {
+                seq: next_seq,
+                uid: p.msg.uid,
+                topic: p.msg.topic,
+                payload: p.msg.payload,
+                qos: u8::from(p.msg.qos != 0),
+                enqueued_at: p.at,
+            };
+            next_seq += 1;
+            items.push((q, p.size, p.reply));
+        }
+        let written = write_batch(shared, &items, next_seq);
+        finish_batch(shared, items, written);
+    }
+}
+
+/// Stores the QoS 1 messages of a batch in one transaction.
+fn write_batch(shared: &Shared, items: &[Item], next_seq: u64) -> Result<(), UplinkRefusal> {
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for (q, _, _) in items.iter().filter(|(q, _, _)| q.qos != 0) {
+        // The broker caps topics and uids far below 64 KiB; a longer one cannot be stored.
+        let Some(v) = encode(q) else {
+            tracing::error!(uid = %q.uid, "uplink message with an over-long uid or topic");
+            return Err(UplinkRefusal::Store);
+        };
+        keys.push(record_key(q.seq));
+        values.push(v);
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let next = next_seq.to_be_bytes();
+    let mut records: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().map(Vec::as_slice))
+        .collect();
+    records.push((NEXT_SEQ_KEY, &next));
+    match shared.store.put_many(TABLE, &records) {
+        Ok(()) => {
+            shared.lock().stats.commits += 1;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, messages = keys.len(), "uplink queue could not store messages");
+            Err(UplinkRefusal::Store)
+        }
+    }
+}
+
+/// Publishes a written batch to the bridge and answers its publishers.
+fn finish_batch(shared: &Shared, items: Vec<Item>, written: Result<(), UplinkRefusal>) {
+    let mut replies = Vec::with_capacity(items.len());
+    let change = {
+        let mut st = shared.lock();
+        for (q, size, reply) in items {
+            if q.qos != 0 && written.is_err() {
+                st.bytes = st.bytes.saturating_sub(size);
+                st.stats.store_errors += 1;
+                replies.push((reply, written));
+                continue;
+            }
+            st.stats.total_in += 1;
+            if shared.settings.recent_len > 0 {
+                if st.recent.len() >= shared.settings.recent_len {
+                    st.recent.pop_front();
+                }
+                st.recent.push_back(Recent {
+                    seq: q.seq,
+                    uid: q.uid.clone(),
+                    topic: q.topic.clone(),
+                    size: q.payload.len(),
+                    qos: q.qos,
+                    at: q.enqueued_at,
+                });
+            }
+            if q.qos == 0 {
+                st.qos0.push_back(q.seq);
+                st.qos0_count += 1;
+                st.qos0_bytes += size;
+                st.msgs.insert(q.seq, q);
+                bound_qos0(shared, &mut st);
+            } else {
+                st.msgs.insert(q.seq, q);
+            }
+            replies.push((reply, Ok(())));
+        }
+        shared.check_alarm(&mut st)
+    };
+    shared.tell(change);
+    shared.added.notify_waiters();
+    for (reply, result) in replies {
+        if let Some(reply) = reply {
+            // The publisher may have gone; the message is stored either way.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Drops the oldest QoS 0 messages while over their bounds.
+fn bound_qos0(shared: &Shared, st: &mut State) {
+    let s = &shared.settings;
+    while st.qos0_count > s.qos0_max_messages || st.qos0_bytes > s.qos0_max_bytes {
+        let Some(seq) = st.qos0.pop_front() else {
+            break;
+        };
+        if let Some(q) = st.msgs.remove(&seq) {
+            st.qos0_count = st.qos0_count.saturating_sub(1);
+            st.qos0_bytes = st.qos0_bytes.saturating_sub(size_of(&q));
+            st.stats.dropped_qos0 += 1;
+        }
+    }
+}
+
+fn run_deleter(shared: &Shared, rx: &mpsc::Receiver<Vec<u64>>) {
+    while let Ok(mut seqs) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            seqs.extend(more);
+        }
+        // One transaction for everything acknowledged since the last one.
+        let keys: Vec<String> = seqs.iter().map(|s| record_key(*s)).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        if let Err(e) = shared.store.delete_many(TABLE, &refs) {
+            tracing::warn!(error = %e, count = refs.len(), "uplink queue could not delete acknowledged messages");
+        }
+        shared
+            .deletes_pending
+            .fetch_sub(seqs.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::print_stdout,
+        clippy::disallowed_macros,
+        clippy::cast_precision_loss,
+        reason = "tests: a failure should stop the test loudly; the measurement is printed"
+    )]
+
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use kawal_crypto::keys::KeyHierarchy;
+    use kawal_crypto::root::RootSecret;
+    use kawal_store::Sharing;
+
+    use super::*;
+
+    fn keys() -> Arc<KeyHierarchy> {
+        Arc::new(KeyHierarchy::new(RootSecret::generate().unwrap()))
+    }
+
+    fn store(dir: &Path, keys: &Arc<KeyHierarchy>) -> Arc<Store> {
+        let path = dir.join("store.redb");
+        let s = if path.exists() {
+            Store::open(&path, keys.clone(), Sharing::Exclusive)
+        } else {
+            Store::create(&path, keys.clone(), Sharing::Exclusive)
+        };
+        Arc::new(s.unwrap())
+    }
+
+    fn msg(uid: &str, i: usize, qos: u8) -> Message {
+        Message {
+            uid: uid.to_owned(),
+            topic: format!("kawal/{uid}/up/t"),
+            payload: Bytes::from(format!("{i}")),
+            qos,
+        }
+    }
+
+    async fn submit_all(q: &Queue, msgs: Vec<Message>) -> Vec<Result<(), UplinkRefusal>> {
+        let rxs: Vec<_> = msgs.into_iter().map(|m| q.submit(m)).collect();
+        let mut out = Vec::new();
+        for rx in rxs {
+            out.push(rx.await.unwrap());
+        }
+        out
+    }
+
+    async fn wait_deletes(q: &Queue) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while q.stats().deletes_pending > 0 {
+            assert!(Instant::now() < deadline, "deletes did not finish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let q = Queued {
+            seq: 42,
+            uid: "s-1".into(),
+            topic: "kawal/s-1/up/x".into(),
+            payload: Bytes::from_static(b"\x00\x01abc"),
+            qos: 1,
+            enqueued_at: 1_700_000_000_000,
+        };
+        assert_eq!(decode(&encode(&q).unwrap()).unwrap(), q);
+        assert!(decode(&[9, 0]).is_err());
+        assert!(decode(&encode(&q).unwrap()[..12]).is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_payload() {
+        let q = Queued {
+            seq: 1,
+            uid: "s".into(),
+            topic: "t".into(),
+            payload: Bytes::from_static(b"secret-reading"),
+            qos: 1,
+            enqueued_at: 0,
+        };
+        assert!(!format!("{q:?}").contains("secret-reading"));
+    }
+
+    /// G045: DS-1-2 — what was acknowledged survives a restart, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_survive_a_restart_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
+        let st = store(dir.path(), &keys);
+        let q = Queue::open(st.clone(), QueueSettings::default()).unwrap();
+        let mut msgs = Vec::new();
+        for i in 0..300 {
+            msgs.push(msg(&format!("s{}", i % 3), i, 1));
+        }
+        assert!(submit_all(&q, msgs).await.iter().all(Result::is_ok));
+        // Acknowledge the first 100, then "crash": drop everything, reopen from disk.
+        let first: Vec<u64> = q.peek_batch(100).await.iter().map(|m| m.seq).collect();
+        q.ack(&first);
+        wait_deletes(&q).await;
+        drop(q);
+        drop(st);
+        let st = store(dir.path(), &keys);
+        let q = Queue::open(st, QueueSettings::default()).unwrap();
+        let got = q.peek_batch(1000).await;
+        assert_eq!(got.len(), 200);
+        for (n, m) in got.iter().enumerate() {
+            assert_eq!(m.payload, Bytes::from(format!("{}", n + 100)));
+            assert_eq!(m.uid, format!("s{}", (n + 100) % 3));
+        }
+        assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+        // Sequence numbers continue after the recovered ones, even once all are acked.
+        let last = got.last().unwrap().seq;
+        q.ack_up_to(last);
+        wait_deletes(&q).await;
+        assert!(q.is_empty());
+        assert!(submit_all(&q, vec![msg("s0", 0, 1)]).await[0].is_ok());
+        let again = q.peek_batch(10).await;
+        assert_eq!(again.len(), 1);
+        assert!(again[0].seq > last);
+    }
+
+    /// G045: DS-1-2 — group commit: one transaction for many messages, not one sync each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_batches_many_messages_per_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(store(dir.path(), &keys()), QueueSettings::default()).unwrap();
+        // One message alone: the cost of one transaction with its sync.
+        let t = Instant::now();
+        for i in 0..20 {
+            assert!(submit_all(&q, vec![msg("one", i, 1)]).await[0].is_ok());
+        }
+        let single = t.elapsed() / 20;
+        let before = q.stats().commits;
+        const N: u32 = 10_000;
+        let t = Instant::now();
+        let msgs: Vec<Message> = (0..N as usize)
+            .map(|i| msg(&format!("s{}", i % 8), i, 1))
+            .collect();
+        let results = submit_all(&q, msgs).await;
+        let took = t.elapsed();
+        assert!(results.iter().all(Result::is_ok));
+        let commits = q.stats().commits - before;
+        println!(
+            "group commit: {N} messages in {took:?} ({:.0} msg/s) with {commits} transactions; \
+             one message alone: {single:?} per transaction",
+            f64::from(N) / took.as_secs_f64()
+        );
+        assert!(commits <= 100, "{commits} transactions for {N} messages");
+        assert!(took < single * N / 10, "{took:?} vs {single:?} per sync");
+        assert_eq!(q.len(), N as usize + 20);
+
+        // 64 sensors, each waiting for its answer before the next message (as a sensor
+        // waiting for its PUBACK): batches form from whatever arrives during a sync.
+        let before = q.stats().commits;
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|s| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for i in 0..100 {
+                        q.submit(msg(&format!("p{s}"), i, 1))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let took = t.elapsed();
+        let commits = q.stats().commits - before;
+        println!(
+            "group commit, 64 sensors x 100 in lockstep: {took:?} ({:.0} msg/s), {commits} \
+             transactions ({:.1} messages each)",
+            6400.0 / took.as_secs_f64(),
+            6400.0 / commits as f64
+        );
+        assert!(commits < 6400 / 4, "{commits} transactions");
+    }
+
+    /// G045: DS-1-2 — at the byte limit new messages are refused, not stored and not lost
+    /// silently; the alarm is raised at 80 %.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_refuses_and_raises_the_alarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = message_size("s", "kawal/s/up/t", 1);
+        let settings = QueueSettings {
+            max_bytes: one * 10,
+            ..QueueSettings::default()
+        };
+        let q = Queue::open(store(dir.path(), &keys()), settings).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        q.set_alarm_hook(Arc::new(move |on| s2.lock().unwrap().push(on)));
+        let results = submit_all(&q, (0..12).map(|i| msg("s", i % 10, 1)).collect()).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 10);
+        assert_eq!(results[10], Err(UplinkRefusal::Full));
+        let stats = q.stats();
+        assert_eq!(stats.refused_full, 2);
+        assert!(stats.high_water_alarm);
+        assert_eq!(stats.total_in, 10);
+        // Room again once the upstream acknowledges.
+        q.ack_up_to(u64::MAX);
+        assert!(!q.stats().high_water_alarm);
+        assert_eq!(*seen.lock().unwrap(), [true, false]);
+        assert!(submit_all(&q, vec![msg("s", 1, 1)]).await[0].is_ok());
+        let json = serde_json::to_value(q.stats()).unwrap();
+        assert_eq!(json["refused_full"], 2);
+    }
+
+    /// G045: DS-1-2 — drop-oldest (opt-in) makes room by dropping the oldest and counts it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drop_oldest_policy_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = message_size("s", "kawal/s/up/t", 1);
+        let settings = QueueSettings {
+            max_bytes: one * 5,
+            when_full: FullPolicy::DropOldest,
+            ..QueueSettings::default()
+        };
+        let q = Queue::open(store(dir.path(), &keys()), settings).unwrap();
+        for i in 0..8 {
+            assert!(submit_all(&q, vec![msg("s", i, 1)]).await[0].is_ok());
+        }
+        let got: Vec<Bytes> = q
+            .peek_batch(10)
+            .await
+            .into_iter()
+            .map(|m| m.payload)
+            .collect();
+        assert_eq!(got, ["3", "4", "5", "6", "7"].map(Bytes::from));
+        assert_eq!(q.stats().dropped_full, 3);
+    }
+
+    /// G045: DS-1-2 — an acknowledged message is deleted from the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ack_deletes_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = store(dir.path(), &keys());
+        let q = Queue::open(st.clone(), QueueSettings::default()).unwrap();
+        submit_all(&q, (0..5).map(|i| msg("s", i, 1)).collect()).await;
+        assert_eq!(st.list(TABLE).unwrap().len(), 6); // 5 messages + next-seq
+        let seqs: Vec<u64> = q.peek_batch(3).await.iter().map(|m| m.seq).collect();
+        q.ack(&seqs);
+        q.ack(&seqs); // twice is harmless
+        wait_deletes(&q).await;
+        let left: Vec<String> = st
+            .list(TABLE)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(left.len(), 3);
+        assert!(seqs.iter().all(|s| !left.contains(&record_key(*s))));
+        assert_eq!(q.stats().total_out, 3);
+    }
+
+    /// G045: DS-1-2 — QoS 0 stays in memory, bounded, oldest dropped first and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qos0_is_memory_only_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = store(dir.path(), &keys());
+        let settings = QueueSettings {
+            qos0_max_messages: 4,
+            ..QueueSettings::default()
+        };
+        let q = Queue::open(st.clone(), settings).unwrap();
+        submit_all(&q, (0..10).map(|i| msg("s", i, 0)).collect()).await;
+        // QoS 0 answers at once; wait for the writer to have taken them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while q.stats().total_in < 10 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got: Vec<Bytes> = q
+            .peek_batch(10)
+            .await
+            .into_iter()
+            .map(|m| m.payload)
+            .collect();
+        assert_eq!(got, ["6", "7", "8", "9"].map(Bytes::from));
+        assert_eq!(q.stats().dropped_qos0, 6);
+        assert!(st.list(TABLE).unwrap().is_empty());
+        assert_eq!(q.recent(3).len(), 3);
+        assert_eq!(q.recent(3)[2].size, 1);
+    }
+
+    /// G045: DS-1-2 — the bridge's wait wakes when a message arrives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn next_batch_waits_for_new_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(store(dir.path(), &keys()), QueueSettings::default()).unwrap();
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.next_batch(0, 10).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        submit_all(&q, vec![msg("s", 7, 1)]).await;
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let after = got[0].seq;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), q.next_batch(after, 10))
+                .await
+                .is_err()
+        );
+    }
+
+    /// G045: DS-1-2 — how fast acknowledged records leave the disk (one transaction each
+    /// until kawal-store has a batched delete).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn measures_delete_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(store(dir.path(), &keys()), QueueSettings::default()).unwrap();
+        submit_all(&q, (0..500).map(|i| msg("s", i, 1)).collect()).await;
+        let t = Instant::now();
+        q.ack_up_to(u64::MAX);
+        wait_deletes(&q).await;
+        let took = t.elapsed();
+        println!(
+            "deletes: 500 in {took:?} ({:.0}/s)",
+            500.0 / took.as_secs_f64()
+        );
+    }
+}

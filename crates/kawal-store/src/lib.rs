@@ -384,6 +384,25 @@ impl Store {
         Ok(existed)
     }
 
+    /// Removes several records in one durable transaction; returns how many existed.
+    pub fn delete_many(&self, table: Table, keys: &[&str]) -> Result<usize> {
+        let tx = self.db.begin_write().ctx("begin")?;
+        let mut existed = 0;
+        {
+            let codec = self.codec_write(&tx, table)?;
+            let mut t = tx
+                .open_table(record::definition(table)?)
+                .ctx("open table")?;
+            for key in keys {
+                if t.remove(&codec.hash(key)[..]).ctx("remove")?.is_some() {
+                    existed += 1;
+                }
+            }
+        }
+        tx.commit().ctx("commit")?;
+        Ok(existed)
+    }
+
     /// Every record of a table, opened, in keyed-hash order.
     pub fn list(&self, table: Table) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>> {
         let tx = self.db.begin_read().ctx("begin")?;
