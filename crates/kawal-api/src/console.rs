@@ -18,6 +18,8 @@ use crate::guard::peer;
 use crate::reply::LOGIN_FAILED;
 use crate::state::{AppState, Principal, Via};
 
+pub mod sensors;
+
 /// What the layout shows around every page.
 pub struct Chrome {
     uid: String,
@@ -30,6 +32,7 @@ pub struct Chrome {
     page: &'static str,
     can_health: bool,
     can_accounts: bool,
+    can_devices: bool,
     can_log: bool,
     can_report: bool,
 }
@@ -48,6 +51,7 @@ impl Chrome {
             page,
             can_health: allows(Privilege::HealthRead),
             can_accounts: allows(Privilege::AccountsRead),
+            can_devices: allows(Privilege::DevicesRead),
             can_log: allows(Privilege::LogRead),
             can_report: allows(Privilege::ReportRead),
         }
@@ -87,6 +91,7 @@ pub fn forbidden_page() -> Response {
             page: "",
             can_health: false,
             can_accounts: false,
+            can_devices: false,
             can_log: false,
             can_report: false,
         },
