@@ -31,11 +31,7 @@ pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
     for r in ROUTES.iter().filter(|r| r.kind == Kind::Api) {
         let mut responses = Map::new();
-        let ok = if r.path == "/api/v1/accounts" && r.method == http::Method::POST {
-            201
-        } else {
-            200
-        };
+        let ok = r.ok_status();
         responses.insert(ok.to_string(), json!({ "description": status_text(ok) }));
         for code in r.errors {
             responses.insert(

@@ -69,6 +69,24 @@ impl Route {
         }
     }
 
+    /// The success status: 201 for the routes that create an account or a sensor, else 200.
+    pub fn ok_status(&self) -> u16 {
+        if self.method == Method::POST
+            && matches!(self.path, "/api/v1/accounts" | "/api/v1/sensors")
+        {
+            201
+        } else {
+            200
+        }
+    }
+
+    /// Whether its handler authenticates the caller itself (EST: a one-time token or the
+    /// sensor's certificate), so the guard lets everyone through and the handler may answer
+    /// 401.
+    pub fn authenticates_itself(&self) -> bool {
+        self.path.starts_with("/.well-known/est/simple")
+    }
+
     /// Whether it changes state (and so needs CSRF protection).
     pub fn changes_state(&self) -> bool {
         !matches!(self.method, Method::GET | Method::HEAD)

@@ -364,9 +364,12 @@ fn peer_event(
     for (k, v) in extra {
         e = e.with(k, *v);
     }
-    broker
-        .audit()
-        .limited(peer.ip(), &format!("{name}/{reason}"), Some(&identity.uid), e);
+    broker.audit().limited(
+        peer.ip(),
+        &format!("{name}/{reason}"),
+        Some(&identity.uid),
+        e,
+    );
 }
 
 fn refuse(broker: &Broker, identity: &Identity, peer: SocketAddr, reason: &str, detail: &str) {

@@ -314,7 +314,7 @@ mod tests {
         }
     }
 
-    /// G045: ST-D-10
+    /// G045: PL-1-1 (threat ST-D-10: input validation)
     #[test]
     fn refuses_a_five_byte_remaining_length() {
         let wire = [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
@@ -324,7 +324,7 @@ mod tests {
         ));
     }
 
-    /// G045: ST-G-1
+    /// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
     #[test]
     fn refuses_an_oversized_frame_from_its_header_alone() {
         // Claims 1 MiB; only the header is present.
@@ -338,7 +338,7 @@ mod tests {
         ));
     }
 
-    /// G045: ST-D-10
+    /// G045: PL-1-1 (threat ST-D-10: input validation)
     #[test]
     fn refuses_a_zero_length_topic() {
         // PUBLISH QoS 0, topic length 0, payload "x".
@@ -348,7 +348,7 @@ mod tests {
         assert!(err.is_malformed());
     }
 
-    /// G045: ST-D-10
+    /// G045: PL-1-1 (threat ST-D-10: input validation)
     #[test]
     fn refuses_trailing_bytes_and_short_bodies() {
         // PINGREQ claiming one byte of body.
@@ -438,7 +438,7 @@ mod tests {
         ]
     }
 
-    /// G045: ST-D-10
+    /// G045: PL-1-1 (threat ST-D-10: input validation)
     #[test]
     fn known_crash_patterns_and_their_mutations_never_panic() {
         let seeds = seeds();

@@ -406,7 +406,7 @@ impl SourceRates {
 mod tests {
     use super::*;
 
-    /// G045: ST-G-1
+    /// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
     #[test]
     fn bucket_allows_the_burst_then_the_rate() {
         let t0 = Instant::now();
@@ -456,7 +456,7 @@ mod tests {
         assert!(b.take(1, t0 - Duration::from_secs(3)).is_err());
     }
 
-    /// G045: ST-G-1
+    /// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
     #[test]
     fn counts_connections_per_source_and_in_total() {
         let l = ConnLimiter::new(3, 2);
@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(source_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
-    /// G045: ST-G-1
+    /// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
     #[test]
     fn allow_list_filters_sources() {
         let nets: Vec<IpNet> = vec![
@@ -497,7 +497,7 @@ mod tests {
         assert!(source_allowed(&[], "192.0.2.1".parse().unwrap()));
     }
 
-    /// G045: ST-G-1
+    /// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
     #[test]
     fn handshake_rate_is_per_source_and_fails_closed_when_full() {
         let t0 = Instant::now();

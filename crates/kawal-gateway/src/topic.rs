@@ -173,7 +173,7 @@ pub fn filter_contains(outer: &str, inner: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// G045: ST-D-10
+    /// G045: PL-1-1 (threat ST-D-10: input validation)
     #[test]
     fn refuses_bad_names() {
         let r = TopicRules::default();
@@ -197,7 +197,7 @@ mod tests {
         );
     }
 
-    /// G045: ST-D-10
+    /// G045: PL-1-1 (threat ST-D-10: input validation)
     #[test]
     fn refuses_bad_filters() {
         let r = TopicRules::default();

@@ -305,7 +305,7 @@ async fn reloaded_roots_apply_to_the_next_handshake() {
     fx.stop().await;
 }
 
-/// G045: ST-D-10
+/// G045: PL-1-1 (threat ST-D-10: input validation)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_packets_close_only_their_own_connection() {
     let fx = fixture().await;
@@ -342,7 +342,7 @@ async fn malformed_packets_close_only_their_own_connection() {
     fx.stop().await;
 }
 
-/// G045: ST-D-10
+/// G045: PL-1-1 (threat ST-D-10: input validation)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_is_refused_cleanly() {
     let fx = fixture().await;
@@ -360,7 +360,7 @@ async fn qos2_is_refused_cleanly() {
     fx.stop().await;
 }
 
-/// G045: ST-D-10
+/// G045: PL-1-1 (threat ST-D-10: input validation)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_packet_is_refused_from_its_header() {
     let fx = Fixture::start(Settings {
@@ -378,7 +378,7 @@ async fn an_oversized_packet_is_refused_from_its_header() {
 }
 
 /// Nothing that is not stored is acknowledged.
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_puback_when_the_uplink_refuses() {
     let fx = fixture().await;
@@ -404,7 +404,7 @@ async fn no_puback_when_the_uplink_refuses() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_over_its_rate_is_throttled_then_disconnected() {
     let fx = Fixture::start(Settings {
@@ -433,7 +433,7 @@ async fn a_sensor_over_its_rate_is_throttled_then_disconnected() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_source_are_capped() {
     let fx = Fixture::start(Settings {
@@ -451,7 +451,7 @@ async fn connections_per_source_are_capped() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_closed_after_the_connect_timeout() {
     let fx = Fixture::start(Settings {
@@ -466,7 +466,7 @@ async fn a_silent_client_is_closed_after_the_connect_timeout() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_failures_are_summarised_under_a_flood() {
     let fx = Fixture::start(Settings {
@@ -515,7 +515,7 @@ async fn a_certificate_on_the_crl_is_refused_in_the_handshake() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handshake_times_out() {
     let fx = Fixture::start(Settings {
@@ -533,7 +533,7 @@ async fn a_stalled_handshake_times_out() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_is_enforced_and_bounded() {
     let fx = Fixture::start(Settings {
@@ -562,7 +562,7 @@ async fn keep_alive_is_enforced_and_bounded() {
     fx.stop().await;
 }
 
-/// G045: ST-D-10
+/// G045: PL-1-1 (threat ST-D-10: input validation)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_gets_unacceptable_protocol_version() {
     let fx = fixture().await;
@@ -580,7 +580,7 @@ async fn mqtt5_gets_unacceptable_protocol_version() {
     fx.stop().await;
 }
 
-/// G045: ST-G-1
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_dropped() {
     let fx = Fixture::start(Settings {

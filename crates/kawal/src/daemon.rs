@@ -174,6 +174,11 @@ fn check_ports(addrs: &[(&str, SocketAddr)]) -> Result<()> {
 
 /// `kawal run`: serve until SIGTERM or SIGINT.
 pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()> {
+    serve(config, passphrase, false)
+}
+
+/// The daemon; `demo` adds three simulated sensors.
+fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) -> Result<()> {
     for item in &config.insecure {
         tracing::warn!(setting = %item, "insecure setting in force");
     }
@@ -223,18 +228,20 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     let log = std::sync::Arc::new(log);
     let api = crate::serve::prepare(&dev, config, std::sync::Arc::clone(&log))?;
     crate::serve::record_api(&dev, config)?;
+    let gateway = crate::gateway::prepare(&dev, config, std::sync::Arc::clone(&log))?;
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
         .with("version", crate::PRODUCT)
         .with("config_sha256", config.sha256.as_str())
         .with("uid", dev.info.uid.as_str())
         .with("pid", u64::from(std::process::id()))
-        .with("api", config.api.to_string());
+        .with("api", config.api.to_string())
+        .with("mqtt", config.mqtt.to_string());
     if !config.insecure.is_empty() {
         started = started.with("insecure_settings", config.insecure.join("; "));
     }
     device::record(&log, started)?;
     tracing::info!(uid = %dev.info.uid, api = %config.api, "kawal started");
-    let signal = serve_until_signal(api)?;
+    let signal = serve_until_signal(api, gateway, &dev, config, demo)?;
     device::record(
         &log,
         Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal),
@@ -250,8 +257,14 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     Ok(())
 }
 
-/// Serves the API until SIGTERM or SIGINT; returns the signal's name.
-fn serve_until_signal(api: crate::serve::Prepared) -> Result<&'static str> {
+/// Serves the API and the gateway until SIGTERM or SIGINT; returns the signal's name.
+fn serve_until_signal(
+    api: crate::serve::Prepared,
+    gateway: crate::gateway::Prepared,
+    dev: &Device,
+    config: &ValidConfig,
+    demo: bool,
+) -> Result<&'static str> {
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.clamp(2, 4))
@@ -283,10 +296,19 @@ fn serve_until_signal(api: crate::serve::Prepared) -> Result<&'static str> {
                 let _ = rx.await;
             },
         ));
+        let running = crate::gateway::start(gateway, &api.state).await?;
+        crate::gateway::record_mqtt(dev, config, &running)?;
+        tracing::info!(mqtt = %running.server.local_addr(), "MQTT listener (mutual TLS) serving sensors");
+        if demo {
+            let ca = std::fs::read_to_string(dev.layout.pki().join("dev-ca.crt.pem"))
+                .or_exit(Exit::NoInput, "dev CA")?;
+            crate::gateway::demo_sensors(&running, &ca, running.server.local_addr());
+        }
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
+        running.shutdown().await;
         let _ = tx.send(());
         match server.await {
             Ok(Ok(())) => {}
@@ -355,8 +377,11 @@ pub fn demo(dir: &Path) -> Result<()> {
         config_path.display()
     ));
     output::line("stop with Ctrl-C");
+    output::line(
+        "sensors: three simulated sensors connect over mutual TLS and publish every 2 s (see the console's Sensors page, or kawal sensor list)",
+    );
     let config = crate::config::load(&config_path)?;
-    run(&config, None)
+    serve(&config, None, true)
 }
 
 /// The demo folder by default.

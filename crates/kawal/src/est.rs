@@ -134,6 +134,19 @@ pub fn enroll(url: &str, api_ca_pem: &str, name: &str, token: &str) -> Result<En
         ));
     }
     let cert = cert_from_est(&body)?;
+    // The token decides whose certificate it is: one issued for another name means the
+    // token was another sensor's, and this device must not pose as that sensor.
+    let issued_for = kawal_gateway::server::identity_from_cert(&cert)
+        .map(|id| id.uid)
+        .map_err(|_| CliError::new(Exit::DataErr, "the gateway's certificate names no sensor"))?;
+    if issued_for != name {
+        return Err(CliError::new(
+            Exit::DataErr,
+            format!(
+                "the certificate was issued for '{issued_for}', not '{name}': that token belongs to another sensor (nothing written)"
+            ),
+        ));
+    }
     let ca = http
         .get(format!("{url}/api/v1/sensors/ca"))
         .send()

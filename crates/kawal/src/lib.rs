@@ -4,7 +4,8 @@
 //! - [`config`]: the TOML configuration, validated in two stages.
 //! - [`device`]: the data folder, unsealing, the store and the audit log of one device.
 //! - [`provision`]: `kawal init`; [`reset`]: `kawal reset --secure`.
-//! - [`daemon`]: `kawal run` and `kawal demo`; [`serve`]: the HTTPS API inside the daemon.
+//! - [`daemon`]: `kawal run` and `kawal demo`; [`serve`]: the HTTPS API inside the daemon;
+//!   [`gateway`]: the sensor registry, the MQTT listener, the queue and the upstream bridge.
 //! - [`client`]: `kawal login`, `kawal logout` and `kawal user` over the HTTPS API;
 //!   [`recover`]: `kawal recover unlock` at the device; [`est`]: a sensor's enrolment.
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
@@ -18,6 +19,7 @@ pub mod device;
 pub mod error;
 pub mod est;
 pub mod evaluate;
+pub mod gateway;
 pub mod output;
 pub mod provision;
 pub mod recover;

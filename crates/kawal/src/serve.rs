@@ -82,7 +82,7 @@ pub fn directory(dev: &Device, config: &ValidConfig) -> Directory {
 }
 
 /// The TLS identity: the device certificate and its key from the store.
-fn tls_identity(dev: &Device) -> Result<kawal_api::tls::TlsIdentity> {
+pub(crate) fn tls_identity(dev: &Device) -> Result<kawal_api::tls::TlsIdentity> {
     let key = dev
         .store
         .get(tables::IDENTITY, "device")

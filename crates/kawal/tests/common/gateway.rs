@@ -25,6 +25,8 @@ pub struct Gateway {
     pub data: PathBuf,
     pub config: PathBuf,
     pub addr: SocketAddr,
+    /// The sensors' MQTT listener.
+    pub mqtt: SocketAddr,
     pub admin_password: String,
     pub ca_pem: String,
     child: Option<Child>,
@@ -82,11 +84,13 @@ impl Gateway {
         let admin_password = super::admin_password(&r.stdout);
         let ca_pem = std::fs::read_to_string(data.join("pki/dev-ca.crt.pem")).unwrap();
         let api = cfg["listen"]["api"].as_str().unwrap().parse().unwrap();
+        let mqtt = cfg["listen"]["mqtt"].as_str().unwrap().parse().unwrap();
         let mut gw = Self {
             tmp,
             data,
             config,
             addr: api,
+            mqtt,
             admin_password,
             ca_pem,
             child: None,

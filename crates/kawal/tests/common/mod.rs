@@ -8,6 +8,7 @@
 )]
 
 pub mod gateway;
+pub mod sensors;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
