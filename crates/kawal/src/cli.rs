@@ -199,6 +199,22 @@ enum SensorCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// On the sensor: renew before expiry with the current certificate (EST simplereenroll);
+    /// a new key is made and the files in --dir are replaced.
+    EstReenroll {
+        /// The gateway's API, https://host:port.
+        #[arg(long)]
+        url: String,
+        /// The CA that issued the gateway's API certificate (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The sensor's name.
+        #[arg(long)]
+        name: String,
+        /// The folder holding sensor.key.pem and sensor.crt.pem.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -469,6 +485,10 @@ fn dispatch(command: Command) -> Result<()> {
             &args,
             &client::session_path(client.session_file.as_deref())?,
         ),
+        Command::Sensor {
+            action: SensorCmd::EstReenroll { url, ca, name, dir },
+            client: _,
+        } => client::sensor::est_reenroll(&url, &ca, &name, &dir),
         Command::Recover {
             action: RecoverAction::Unlock { user, config },
         } => recover::unlock(&config, &user),

@@ -100,18 +100,23 @@ fn first_cert(der: &[u8]) -> Option<Vec<u8>> {
     Some(raw[..len].to_vec())
 }
 
-/// Enrols `name` at the gateway's API `url` with `token`: a fresh P-256 key, its CSR to EST
-/// `simpleenroll`, the certificate back.
-pub fn enroll(url: &str, api_ca_pem: &str, name: &str, token: &str) -> Result<Enrolled> {
-    let key = IdentityKey::generate().or_exit(Exit::Failure, "key generation")?;
-    let csr_pem = kawal_pki::device_csr_pem(&key, name).or_exit(Exit::DataErr, "CSR")?;
-    let csr_der = pem_body(&csr_pem)?;
-    let http = client(api_ca_pem, None)?;
-    let res = http
-        .post(format!("{url}/.well-known/est/simpleenroll"))
-        .bearer_auth(token)
+/// Sends a CSR to an EST endpoint; the certificate (DER) back, checked to name `name`.
+fn post_csr(
+    http: &Client,
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+    csr_der: &[u8],
+    name: &str,
+) -> Result<Vec<u8>> {
+    let mut req = http
+        .post(format!("{url}{path}"))
         .header(reqwest::header::CONTENT_TYPE, "application/pkcs10")
-        .body(base64::engine::general_purpose::STANDARD.encode(&csr_der))
+        .body(base64::engine::general_purpose::STANDARD.encode(csr_der));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req
         .send()
         .map_err(|e| CliError::new(Exit::Failure, format!("cannot reach {url}: {e}")))?;
     let status = res.status();
@@ -147,15 +152,62 @@ pub fn enroll(url: &str, api_ca_pem: &str, name: &str, token: &str) -> Result<En
             ),
         ));
     }
-    let ca = http
-        .get(format!("{url}/api/v1/sensors/ca"))
+    Ok(cert)
+}
+
+fn sensor_ca(http: &Client, url: &str) -> String {
+    http.get(format!("{url}/api/v1/sensors/ca"))
         .send()
         .and_then(reqwest::blocking::Response::text)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Enrols `name` at the gateway's API `url` with `token`: a fresh P-256 key, its CSR to EST
+/// `simpleenroll`, the certificate back.
+pub fn enroll(url: &str, api_ca_pem: &str, name: &str, token: &str) -> Result<Enrolled> {
+    let key = IdentityKey::generate().or_exit(Exit::Failure, "key generation")?;
+    let csr_der = pem_body(&kawal_pki::device_csr_pem(&key, name).or_exit(Exit::DataErr, "CSR")?)?;
+    let http = client(api_ca_pem, None)?;
+    let cert = post_csr(
+        &http,
+        url,
+        "/.well-known/est/simpleenroll",
+        Some(token),
+        &csr_der,
+        name,
+    )?;
     Ok(Enrolled {
         key_pem: Zeroizing::new(pem("PRIVATE KEY", key.pkcs8_der())),
         cert_pem: pem("CERTIFICATE", &cert),
-        sensor_ca_pem: ca,
+        sensor_ca_pem: sensor_ca(&http, url),
+    })
+}
+
+/// Re-enrols with the current certificate and key (EST `simplereenroll`, authenticated by
+/// them in TLS) and a new key: the new certificate supersedes the old one at once.
+pub fn reenroll(
+    url: &str,
+    api_ca_pem: &str,
+    name: &str,
+    key_pem: &str,
+    cert_pem: &str,
+) -> Result<Enrolled> {
+    let identity = Zeroizing::new(format!("{cert_pem}{key_pem}"));
+    let http = client(api_ca_pem, Some(identity.as_bytes()))?;
+    let key = IdentityKey::generate().or_exit(Exit::Failure, "key generation")?;
+    let csr_der = pem_body(&kawal_pki::device_csr_pem(&key, name).or_exit(Exit::DataErr, "CSR")?)?;
+    let cert = post_csr(
+        &http,
+        url,
+        "/.well-known/est/simplereenroll",
+        None,
+        &csr_der,
+        name,
+    )?;
+    Ok(Enrolled {
+        key_pem: Zeroizing::new(pem("PRIVATE KEY", key.pkcs8_der())),
+        cert_pem: pem("CERTIFICATE", &cert),
+        sensor_ca_pem: sensor_ca(&http, url),
     })
 }
 

@@ -122,13 +122,17 @@ pub struct Prepared {
 /// Builds the API's state and TLS configuration.
 pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> Result<Prepared> {
     let identity = tls_identity(dev)?;
-    let client_auth = match &config.auth.client_ca_file {
-        Some(p) => Some(kawal_api::tls::ClientAuth {
-            roots_pem: std::fs::read_to_string(p)
-                .map_err(|e| CliError::new(Exit::NoInput, format!("{}: {e}", p.display())))?,
-        }),
-        None => None,
+    // Client certificates: the automation CA's (mapped to accounts, PL-3-2) and the sensor
+    // CA's, which only EST re-enrolment uses (a sensor certificate is no account).
+    let mut roots_pem = match &config.auth.client_ca_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| CliError::new(Exit::NoInput, format!("{}: {e}", p.display())))?,
+        None => String::new(),
     };
+    let sensor_ca = kawal_pki::SensorCa::load_or_create(&dev.store, &dev.info.uid)
+        .map_err(|e| CliError::new(Exit::DataErr, format!("sensor CA: {e}")))?;
+    roots_pem.push_str(sensor_ca.cert_pem());
+    let client_auth = Some(kawal_api::tls::ClientAuth { roots_pem });
     let tls = kawal_api::tls::server_config(&identity, client_auth.as_ref())
         .map_err(|e| CliError::new(Exit::Config, format!("TLS: {e}")))?;
     let directory = Arc::new(directory(dev, config));

@@ -297,3 +297,68 @@ fn a_shared_publish_topic_fails_the_information_flow_control() {
     assert!(ds21.to_string().contains("plant/all"), "{ds21}");
     assert!(gw.daemon_log().contains("plant/all"), "{}", gw.daemon_log());
 }
+
+fn est_reenroll(gw: &Gateway, s: &SensorFiles) -> common::Run {
+    common::run(&[
+        "sensor",
+        "est-reenroll",
+        "--url",
+        &format!("https://localhost:{}", gw.addr.port()),
+        "--ca",
+        d(&s.gateway_ca),
+        "--name",
+        &s.name,
+        "--dir",
+        d(&s.dir),
+    ])
+}
+
+/// G045: AU-1-10
+/// Renewal before expiry: the sensor re-enrols over EST with its current certificate and a
+/// new key; the new certificate works at once and the old one no longer does. A revoked
+/// sensor cannot renew itself.
+#[test]
+fn a_sensor_renews_with_its_current_certificate_and_the_old_one_stops_counting() {
+    let gw = Gateway::start();
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let s = sensor(&gw, &mut api, "renew-1", None);
+    let old = gw.tmp.path().join("old-renew-1");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["sensor.key.pem", "sensor.crt.pem"] {
+        std::fs::copy(s.dir.join(f), old.join(f)).unwrap();
+    }
+    let before: Value = api.get("/api/v1/sensors/renew-1").json().unwrap();
+    let r = est_reenroll(&gw, &s);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let after: Value = api.get("/api/v1/sensors/renew-1").json().unwrap();
+    assert_ne!(before["serial"], after["serial"], "{after}");
+    assert_ne!(
+        std::fs::read(old.join("sensor.key.pem")).unwrap(),
+        std::fs::read(&s.key).unwrap(),
+        "a new key was made"
+    );
+    let o = mosquitto_pub(&gw, &s, None, "kawal/renew-1/up/x", "new");
+    assert!(o.status.success(), "{}", output(&o));
+    let stale = SensorFiles {
+        name: s.name.clone(),
+        key: old.join("sensor.key.pem"),
+        cert: old.join("sensor.crt.pem"),
+        gateway_ca: s.gateway_ca.clone(),
+        dir: old,
+    };
+    let o = mosquitto_pub(&gw, &stale, None, "kawal/renew-1/up/x", "old");
+    assert!(
+        !o.status.success(),
+        "superseded certificate worked: {}",
+        output(&o)
+    );
+    assert!(!gw.events("sensor.certificate-issued").is_empty());
+    // Revoked: renewal with the (revoked) current certificate is refused.
+    let r = api.post("/api/v1/sensors/renew-1/revoke", &serde_json::json!({}));
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = est_reenroll(&gw, &s);
+    assert_ne!(r.code, 0, "a revoked sensor renewed itself: {}", r.all());
+    assert!(wait_event(&gw, "sensor.enrol-refused", 5, |e| e["details"]
+        ["via"]
+        == "est-simplereenroll"));
+}

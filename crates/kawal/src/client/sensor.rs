@@ -230,6 +230,26 @@ pub fn est_enroll(url: &str, ca: &Path, name: &str, token: &str, out: &Path) -> 
     Ok(())
 }
 
+/// `kawal sensor est-reenroll`: on the sensor, renew with the current key and certificate in
+/// `dir` (a new key is made; the files are replaced only once the new certificate is in).
+pub fn est_reenroll(url: &str, ca: &Path, name: &str, dir: &Path) -> Result<()> {
+    check_sensor_name(name)?;
+    let url = super::check_url(url)?;
+    let ca_pem = read_small_ca(ca)?;
+    let key = super::read_limited(&dir.join("sensor.key.pem"), "sensor key")?;
+    let cert = read_small_ca(&dir.join("sensor.crt.pem"))?;
+    let key = String::from_utf8(key.to_vec())
+        .map_err(|_| CliError::new(Exit::DataErr, "the sensor key is not PEM text"))?;
+    let key = zeroize::Zeroizing::new(key);
+    let renewed = crate::est::reenroll(&url, &ca_pem, name, &key, &cert)?;
+    crate::est::write(dir, &renewed)?;
+    output::line(&format!(
+        "sensor {name} re-enrolled: new key and certificate in {} (the previous certificate no longer counts)",
+        dir.display()
+    ));
+    Ok(())
+}
+
 fn read_small_ca(path: &Path) -> Result<String> {
     let bytes = super::read_limited(path, "CA file")?;
     String::from_utf8(bytes.to_vec())
