@@ -134,6 +134,14 @@ impl Gateway {
         std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// Kills the daemon with SIGKILL (a power cut, as far as the process can tell).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the daemon with SIGTERM; returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
