@@ -21,28 +21,6 @@ const NEW: &str = "Quiet-Harbour-Lamp-73";
 /// Another account's initial password.
 const BOB: &str = "Silver-Meadow-Kite-58";
 
-/// Runs `kawal ARGS --session-file SESSION --password-stdin` with `input` on stdin.
-fn cli(session: &Path, args: &[&str], input: &str) -> Run {
-    let mut child = kawal()
-        .args(args)
-        .arg("--session-file")
-        .arg(session)
-        .arg("--password-stdin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The child may exit before reading everything (a refusal); that is not a test failure.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Logs the admin in through the CLI, changing the pre-installed password to [`NEW`].
 fn admin_session(gw: &Gateway) -> std::path::PathBuf {
     let session = gw.tmp.path().join("cli").join("session");

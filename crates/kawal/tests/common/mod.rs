@@ -142,3 +142,27 @@ pub fn config_for(dir: &Path, data: &Path) -> PathBuf {
     .unwrap();
     path
 }
+
+/// Runs `kawal ARGS --session-file SESSION --password-stdin` with `input` on stdin.
+pub fn cli(session: &Path, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = kawal()
+        .args(args)
+        .arg("--session-file")
+        .arg(session)
+        .arg("--password-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child may exit before reading everything (a refusal); that is not a test failure.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
