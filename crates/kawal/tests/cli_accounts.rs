@@ -7,10 +7,7 @@
     reason = "test code: a failure should stop the test loudly"
 )]
 mod common;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
 
 use common::gateway::*;
 use common::*;
