@@ -7,7 +7,9 @@
     reason = "test code: a failure should stop the test loudly"
 )]
 mod common;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
 
 use common::gateway::*;
 use common::*;
