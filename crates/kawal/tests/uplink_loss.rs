@@ -444,3 +444,74 @@ fn every_acknowledged_message_reaches_the_upstream_across_kill_9() {
     assert!(order_ok, "order per sensor broken");
     gw.stop();
 }
+
+/// G045: DS-1-2, AU-3-2
+/// A command published upstream reaches the sensor through the bridge wrapped with a sequence
+/// number and an expiry; the reference sensor client takes it once and refuses the replay.
+#[test]
+fn commands_from_upstream_reach_the_sensor_and_a_replay_is_refused() {
+    use kawal_gateway::client::command::{Receiver, Refused};
+    let up_port = common::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = upstream_pki(&tmp.path().join("upstream-pki"));
+    let ca = pki.ca.clone();
+    let mut gw = Gateway::start_with(|cfg| {
+        set(cfg, "upstream", "address", format!("127.0.0.1:{up_port}"));
+        set(cfg, "upstream", "server-name", "localhost");
+        set(cfg, "upstream", "ca-file", d(&ca));
+    });
+    let mut mosq = Mosquitto::new(&tmp.path().join("mosq"), up_port, &pki, &gw.ca_pem);
+    mosq.start(up_port);
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let s = sensor(&gw, &mut api, "valve-9", None);
+    assert!(
+        wait_event(&gw, "bridge.connected", 30, |_| true),
+        "the bridge did not connect: {}",
+        gw.daemon_log()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(Client::connect(&sensor_settings(&gw, &s)))
+        .unwrap();
+    rt.block_on(client.subscribe("kawal/valve-9/down/#"))
+        .unwrap();
+    let o = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &up_port.to_string(),
+            "--cafile",
+            d(&pki.ca),
+        ])
+        .args(["--cert", d(&pki.sub_cert), "--key", d(&pki.sub_key)])
+        .args(["-i", "operator-console", "-q", "1"])
+        .args(["-t", "kawal/gw/test-gw-01/valve-9/down/set", "-m", "close"])
+        .output()
+        .unwrap();
+    ok(&o);
+    let msg = rt
+        .block_on(async {
+            let mut rx = client.incoming.lock().await;
+            tokio::time::timeout(Duration::from_secs(15), rx.recv()).await
+        })
+        .expect("no command arrived")
+        .expect("connection closed");
+    assert_eq!(msg.topic, "kawal/valve-9/down/set");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut sensor_side = Receiver::default();
+    assert_eq!(sensor_side.accept(&msg.payload, now), Ok(b"close".to_vec()));
+    assert_eq!(
+        sensor_side.accept(&msg.payload, now),
+        Err(Refused::Replayed),
+        "a replayed command must be refused"
+    );
+    mosq.stop();
+    gw.stop();
+}
