@@ -416,6 +416,31 @@ pub async fn dashboard(
         detail: h.pointer("/clock/detail").map(s).unwrap_or_default(),
         state: if synced == Some(true) { "ok" } else { "warn" },
     });
+    // The gateway's own certificate (G045 AU-1-10): its end and how close it is.
+    if let Some(cert) = h.get("device_certificate") {
+        let expiry = cert.get("state").and_then(serde_json::Value::as_str);
+        cards.push(Card {
+            title: "Device certificate",
+            value: match expiry {
+                Some("ok") => "valid".into(),
+                Some("warn-30d") => "expires within 30 days".into(),
+                Some("warn-7d") => "expires within 7 days".into(),
+                Some("expired") => "EXPIRED".into(),
+                _ => "unknown".into(),
+            },
+            detail: format!(
+                "until {} ({} days left), serial {}",
+                cert.get("not_after").map(s).unwrap_or_default(),
+                cert.get("days_left").map(s).unwrap_or_default(),
+                cert.get("serial").map(s).unwrap_or_default()
+            ),
+            state: match expiry {
+                Some("ok") => "ok",
+                Some("warn-30d" | "warn-7d") => "warn",
+                _ => "bad",
+            },
+        });
+    }
     let (intact, verify) = match state.backend.verify_log() {
         Ok(Ok(summary)) => (true, summary),
         Ok(Err(finding)) => (false, finding),

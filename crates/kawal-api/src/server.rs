@@ -29,6 +29,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
+use crate::tls::TlsHandle;
+
 /// hyper refuses (by panicking) a read buffer smaller than this.
 const HYPER_MIN_BUF_SIZE: usize = 8192;
 
@@ -123,12 +125,15 @@ impl ServerStats {
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves; see [`serve_with_stats`].
 ///
+/// `tls` is a fixed configuration (`Arc<ServerConfig>`) or a [`TlsHandle`] whose configuration
+/// can be replaced while the server runs (a renewed device certificate).
+///
 /// # Errors
 /// None at present: per-connection and `accept` errors are logged and survived. The `Result`
 /// leaves room for fatal listener errors.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<TlsHandle>,
     app: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -138,7 +143,9 @@ pub async fn serve(
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, counting into `stats`.
 ///
-/// Each request carries a [`ConnInfo`] extension. When `shutdown` resolves the listener is
+/// Each connection is handshaken with the configuration `tls` holds at its accept, so a
+/// configuration replaced through a [`TlsHandle`] applies to new connections at once and
+/// live ones keep theirs. Each request carries a [`ConnInfo`] extension. When `shutdown` resolves the listener is
 /// closed, live connections finish their current request (idle ones close at once), and
 /// whatever is still open after [`Limits::shutdown_grace`] is cut.
 ///
@@ -146,13 +153,13 @@ pub async fn serve(
 /// None at present; see [`serve`].
 pub async fn serve_with_stats(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<TlsHandle>,
     app: Router,
     limits: Limits,
     stats: Arc<ServerStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let tls: TlsHandle = tls.into();
     // The extractors (Bytes, Json, Form) refuse bodies over the limit with 413.
     let app = app.layer(DefaultBodyLimit::max(limits.max_body_bytes));
     let http = Arc::new(http_builder(&limits));
@@ -193,7 +200,7 @@ pub async fn serve_with_stats(
                 connections.spawn(connection(Conn {
                     tcp,
                     peer,
-                    acceptor: acceptor.clone(),
+                    acceptor: TlsAcceptor::from(tls.current()),
                     http: Arc::clone(&http),
                     app: app.clone(),
                     limits,

@@ -4,9 +4,13 @@
 //! cannot widen it silently and the compliance report can list exactly what is offered:
 //! TLS 1.3, and TLS 1.2 only with ECDHE key exchange, AEAD ciphers and the extended master
 //! secret; the aws-lc-rs provider only; ALPN `http/1.1` only.
+//!
+//! The configuration in force is held by a [`TlsHandle`], so the daemon can swap in a renewed
+//! device certificate without a restart (G045 AU-1-10): each new connection takes the
+//! configuration current at its accept; live connections keep the one they started with.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
@@ -179,6 +183,45 @@ fn client_verifier(
         .allow_unauthenticated()
         .build()
         .map_err(TlsError::ClientVerifier)
+}
+
+/// The server configuration in force, replaceable while the server runs.
+///
+/// Cloning gives another handle on the same configuration. The server reads it once per
+/// accepted connection, so [`TlsHandle::replace`] affects only connections accepted after it.
+#[derive(Clone)]
+pub struct TlsHandle(Arc<RwLock<Arc<ServerConfig>>>);
+
+impl TlsHandle {
+    /// A handle holding `config`.
+    #[must_use]
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self(Arc::new(RwLock::new(config)))
+    }
+
+    /// The configuration in force now.
+    #[must_use]
+    pub fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a whole `Arc`: the writer cannot leave it half-written.
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `config` in force for every connection accepted from now on.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+}
+
+impl From<Arc<ServerConfig>> for TlsHandle {
+    fn from(config: Arc<ServerConfig>) -> Self {
+        Self::new(config)
+    }
+}
+
+impl fmt::Debug for TlsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsHandle(..)")
+    }
 }
 
 /// The TLS policy as names, for the compliance report.

@@ -453,6 +453,33 @@ async fn client_certificates_from_the_trusted_ca_are_verified_and_others_refused
     server.stop().await;
 }
 
+/// G045: AU-1-10
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_serves_new_connections_and_live_ones_continue() {
+    let server = TestServer::start(Limits::default()).await;
+    let mut live = connect(server.addr, server.client()).await.unwrap();
+    assert_eq!(get(&mut live, "/ping").await.unwrap().status, 200);
+
+    // The renewal: a certificate from another CA, so the client can tell which one it got.
+    let renewed = Ca::new("kawal renewed CA");
+    server
+        .tls
+        .replace(kawal_api::tls::server_config(&renewed.server_identity(), None).unwrap());
+
+    let mut fresh = connect(server.addr, client_config(&renewed.cert_pem, None))
+        .await
+        .unwrap();
+    assert_eq!(get(&mut fresh, "/ping").await.unwrap().status, 200);
+    let stale = match connect(server.addr, server.client()).await {
+        Err(_) => true,
+        Ok(mut tls) => get(&mut tls, "/ping").await.is_err(),
+    };
+    assert!(stale, "a new connection still got the replaced certificate");
+    // The connection made before the swap keeps its session.
+    assert_eq!(get(&mut live, "/ping").await.unwrap().status, 200);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight_then_stops_listening() {
     let server = TestServer::start(Limits::default()).await;

@@ -110,9 +110,7 @@ pub(crate) const BACKDATE: Duration = Duration::minutes(5);
 /// SAN DNS `localhost`, IP `127.0.0.1` and `::1`, URI `urn:kawal:device:<uid>`, 825 days,
 /// serverAuth and clientAuth EKU, digitalSignature KU).
 pub fn issue_dev(device: &IdentityKey, uid: &str) -> Result<DevIssued> {
-    let urn = device_urn(uid)?;
     let now = OffsetDateTime::now_utc();
-
     let ca_key = IdentityKey::generate()?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = name(&format!("kawal DEV CA {uid} - NOT FOR PRODUCTION"));
@@ -123,6 +121,22 @@ pub fn issue_dev(device: &IdentityKey, uid: &str) -> Result<DevIssued> {
     ca.serial_number = Some(random_serial()?);
     let ca_cert = ca.self_signed(&ca_key.pair)?;
 
+    let leaf = dev_leaf(uid, DEVICE_DAYS)?;
+    let issuer = Issuer::from_params(&ca, &ca_key.pair);
+    let device_cert = leaf.signed_by(&device.pair, &issuer)?;
+
+    Ok(DevIssued {
+        ca_cert_pem: ca_cert.pem(),
+        ca_key,
+        device_cert_pem: device_cert.pem(),
+    })
+}
+
+/// The device certificate's parameters: CN = `uid`, SAN DNS `localhost`, IP `127.0.0.1` and
+/// `::1`, URI `urn:kawal:device:<uid>`, `days` of validity from now (backdated 5 minutes).
+fn dev_leaf(uid: &str, days: i64) -> Result<CertificateParams> {
+    let urn = device_urn(uid)?;
+    let now = OffsetDateTime::now_utc();
     let mut leaf = CertificateParams::default();
     leaf.distinguished_name = name(uid);
     leaf.subject_alt_names = vec![
@@ -139,14 +153,37 @@ pub fn issue_dev(device: &IdentityKey, uid: &str) -> Result<DevIssued> {
     ];
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = now - BACKDATE;
-    leaf.not_after = now + Duration::days(DEVICE_DAYS);
+    leaf.not_after = now + Duration::days(days);
     leaf.serial_number = Some(random_serial()?);
-    let issuer = Issuer::from_params(&ca, &ca_key.pair);
-    let device_cert = leaf.signed_by(&device.pair, &issuer)?;
+    Ok(leaf)
+}
 
-    Ok(DevIssued {
-        ca_cert_pem: ca_cert.pem(),
-        ca_key,
-        device_cert_pem: device_cert.pem(),
-    })
+/// A new device certificate for the same `device` key from the dev CA made at provisioning
+/// (`ca_key`, `ca_cert_pem`): a dev device's renewal. `days` of validity (1 to 825); the
+/// dev CA, and so what peers trust, stays the same. Returns the certificate, PEM.
+///
+/// # Errors
+/// [`Error::Parse`] for an unreadable CA certificate, [`Error::InvalidUid`] or
+/// [`Error::Generate`] otherwise.
+pub fn reissue_dev(
+    device: &IdentityKey,
+    ca_key: &IdentityKey,
+    ca_cert_pem: &str,
+    uid: &str,
+    days: u32,
+) -> Result<String> {
+    let ca_der = first_cert_der(ca_cert_pem)?;
+    let issuer = Issuer::from_ca_cert_der(&ca_der.as_slice().into(), &ca_key.pair)?;
+    let leaf = dev_leaf(uid, i64::from(days.clamp(1, 825)))?;
+    Ok(leaf.signed_by(&device.pair, &issuer)?.pem())
+}
+
+/// The DER of the first `CERTIFICATE` block of `pem`.
+fn first_cert_der(pem: &str) -> Result<Vec<u8>> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| Error::Parse(format!("dev CA PEM: {e}")))?;
+    if block.label != "CERTIFICATE" {
+        return Err(Error::Parse("dev CA PEM is not a CERTIFICATE".to_owned()));
+    }
+    Ok(block.contents)
 }

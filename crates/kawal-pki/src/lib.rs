@@ -33,7 +33,7 @@ pub use csr::CSR_MAX;
 pub use error::{Error, Result, TokenRefusal};
 pub use est::{parse_est_csr, pkcs7_certs_only};
 pub use facts::{CertFacts, ExpiryState, cert_facts, expiry_state};
-pub use identity::{DevIssued, IdentityKey, device_csr_pem, issue_dev};
+pub use identity::{DevIssued, IdentityKey, device_csr_pem, issue_dev, reissue_dev};
 pub use registry::{
     DEFAULT_ROLE, DEFAULT_TOKEN_TTL, EnrolToken, Issuance, PastCert, Revocation,
     SEEN_WRITE_INTERVAL, SensorInfo, SensorRefusal, SensorState, Sensors, TOKEN_MAX_FAILURES,

@@ -160,6 +160,36 @@ enum Command {
         #[command(subcommand)]
         action: RecoverAction,
     },
+    /// The gateway's own device certificate: install a renewed one (at the device).
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertAction {
+    /// Install a renewed device certificate (PEM: the leaf, then its chain). It must be for the
+    /// device key and valid now; it is written atomically, and a running daemon puts it in
+    /// force within a minute (at once on SIGHUP), without a restart.
+    Install {
+        /// The daemon's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The new certificate.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// On a dev device: a new device certificate for the same key from the dev CA made at
+    /// provisioning (what sensors and browsers trust stays the same).
+    ReissueDev {
+        /// The daemon's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Days of validity.
+        #[arg(long, default_value_t = 825, value_parser = clap::value_parser!(u32).range(1..=825))]
+        days: u32,
+    },
 }
 
 /// Options of the API client commands.
@@ -492,6 +522,12 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Recover {
             action: RecoverAction::Unlock { user, config },
         } => recover::unlock(&config, &user),
+        Command::Cert {
+            action: CertAction::Install { config, cert },
+        } => crate::devcert::install(&config, &cert),
+        Command::Cert {
+            action: CertAction::ReissueDev { config, days },
+        } => crate::devcert::reissue_dev(&config, days),
     }
 }
 

@@ -261,7 +261,7 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
 fn serve_until_signal(
     api: crate::serve::Prepared,
     gateway: crate::gateway::Prepared,
-    dev: &Device,
+    dev: &std::sync::Arc<Device>,
     config: &ValidConfig,
     demo: bool,
 ) -> Result<&'static str> {
@@ -289,7 +289,7 @@ fn serve_until_signal(
         let router = kawal_api::router(std::sync::Arc::clone(&api.state));
         let server = tokio::spawn(kawal_api::server::serve(
             listener,
-            api.tls,
+            api.tls.clone(),
             router,
             api.limits,
             async move {
@@ -299,6 +299,7 @@ fn serve_until_signal(
         let running = crate::gateway::start(gateway, &api.state).await?;
         crate::gateway::record_mqtt(dev, config, &running)?;
         tracing::info!(mqtt = %running.server.local_addr(), "MQTT listener (mutual TLS) serving sensors");
+        let certs = tokio::spawn(crate::devcert::Watch::new(dev, config, &api, &running)?.run());
         if demo {
             let ca = std::fs::read_to_string(dev.layout.pki().join("dev-ca.crt.pem"))
                 .or_exit(Exit::NoInput, "dev CA")?;
@@ -308,6 +309,7 @@ fn serve_until_signal(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
+        certs.abort();
         running.shutdown().await;
         let _ = tx.send(());
         match server.await {

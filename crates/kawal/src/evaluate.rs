@@ -110,14 +110,20 @@ fn gateway_facts(
         None => Vec::new(),
     };
     let now = kawal_audit::WallTime::now().unix_micros() / 1_000_000;
-    let device_cert = cert.and_then(|c| {
-        kawal_audit::WallTime::parse(c.not_after.as_bytes()).map(|t| {
+    // The end of validity as a number, from the certificate itself (the facts' text form is
+    // not the audit log's time format).
+    let device_cert = std::fs::read_to_string(dev.layout.pki().join("device.crt.pem"))
+        .ok()
+        .and_then(|pem| crate::devcert::read_chain(&pem).ok())
+        .map(|(f, _)| {
             (
-                c.not_after.clone(),
-                kawal_pki::expiry_state(t.unix_micros() / 1_000_000, now),
+                cert.map_or_else(
+                    || crate::devcert::rfc3339(f.not_after),
+                    |c| c.not_after.clone(),
+                ),
+                kawal_pki::expiry_state(f.not_after, now),
             )
-        })
-    });
+        });
     Ok(gateway::GatewayFacts {
         mqtt: dev.get_json(tables::HEALTH, crate::gateway::MQTT_RECORD)?,
         api: access.api.clone(),

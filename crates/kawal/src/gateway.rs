@@ -6,7 +6,7 @@
 //! starts, so a bad certificate or setting is a clear error at start; [`start`] binds and runs
 //! it inside the daemon's runtime.
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,17 +32,26 @@ const CRL_DAYS: u32 = 7;
 /// Seconds a command sent down stays valid.
 const COMMAND_TTL_S: u64 = 300;
 
-/// The device's TLS identity as DER, for the MQTT listener and the bridge.
+/// The device's TLS identity, for the MQTT listener and the bridge. The chain is replaced
+/// when a renewed device certificate is put in force ([`Running::reload_device_cert`]); every
+/// rebuild of the listener's material (a revocation's new CRL) takes the chain in force.
 struct DeviceTls {
-    chain_pem: String,
+    chain_pem: RwLock<String>,
     key_der: Zeroizing<Vec<u8>>,
 }
 
+fn parse_chain(chain_pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| CliError::new(Exit::DataErr, "device certificate chain unreadable"))
+}
+
 impl DeviceTls {
-    fn chain(&self) -> Result<Vec<CertificateDer<'static>>> {
-        CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| CliError::new(Exit::DataErr, "device certificate chain unreadable"))
+    fn chain_pem(&self) -> String {
+        self.chain_pem
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
@@ -54,7 +63,7 @@ impl DeviceTls {
 pub struct Prepared {
     registry: Arc<Sensors>,
     queue: Arc<Queue>,
-    device: DeviceTls,
+    device: Arc<DeviceTls>,
     bridge: Option<BridgeSettings>,
     settings: kawal_gateway::limits::Settings,
     acl: kawal_gateway::acl::AclConfig,
@@ -101,10 +110,10 @@ fn limits(config: &ValidConfig) -> kawal_gateway::limits::Settings {
 pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> Result<Prepared> {
     let registry = Arc::new(registry(dev, config)?);
     let identity = crate::serve::tls_identity(dev)?;
-    let device = DeviceTls {
-        chain_pem: identity.cert_chain_pem.clone(),
+    let device = Arc::new(DeviceTls {
+        chain_pem: RwLock::new(identity.cert_chain_pem.clone()),
         key_der: Zeroizing::new(identity.key_pkcs8_der.to_vec()),
-    };
+    });
     let queue = Queue::open(
         Arc::clone(&dev.store),
         QueueSettings {
@@ -127,7 +136,7 @@ pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> R
             let chain = match &u.cert_file {
                 Some(p) => std::fs::read_to_string(p)
                     .map_err(|e| CliError::new(Exit::NoInput, format!("{}: {e}", p.display())))?,
-                None => device.chain_pem.clone(),
+                None => device.chain_pem(),
             };
             let mut s = BridgeSettings::new(
                 u.host.clone(),
@@ -189,12 +198,13 @@ impl Directory for RegistryDirectory {
     }
 }
 
-fn tls_material(device: &DeviceTls, registry: &Sensors) -> Result<TlsMaterial> {
+/// The listener's material: the device chain `chain_pem`, the sensor CA and a fresh CRL.
+fn tls_material(device: &DeviceTls, chain_pem: &str, registry: &Sensors) -> Result<TlsMaterial> {
     let crl = registry
         .crl(CRL_DAYS)
         .map_err(|e| CliError::new(Exit::DataErr, format!("sensor CRL: {e}")))?;
     Ok(TlsMaterial {
-        chain: device.chain()?,
+        chain: parse_chain(chain_pem)?,
         key: device.key(),
         sensor_roots: vec![CertificateDer::from(registry.ca().cert_der().to_vec())],
         crls: vec![CertificateRevocationListDer::from(crl.der)],
@@ -211,9 +221,69 @@ pub struct Running {
     pub queue: Arc<Queue>,
     /// The registry.
     pub registry: Arc<Sensors>,
+    device: Arc<DeviceTls>,
+}
+
+/// Rebuilds the listener's material from `device`'s chain in force and reloads `server`; the
+/// chain's lock is held throughout, so a renewal and a revocation cannot undo each other.
+fn reload_listener(server: &Server, device: &DeviceTls, registry: &Sensors) -> Result<()> {
+    let chain = device
+        .chain_pem
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    let material = tls_material(device, &chain, registry)?;
+    server
+        .reload_tls(&material)
+        .map_err(|e| CliError::new(Exit::DataErr, format!("MQTT TLS reload: {e}")))
+}
+
+/// What a device-certificate renewal needs of the running gateway; see
+/// [`Running::cert_reloader`].
+#[derive(Clone)]
+pub struct CertReloader {
+    server: Arc<Server>,
+    registry: Arc<Sensors>,
+    device: Arc<DeviceTls>,
+}
+
+impl CertReloader {
+    /// Puts `chain_pem` (the renewed device certificate, leaf first, and its chain) in force on
+    /// the MQTT listener: handshakes from now on present it, live sessions continue. The key
+    /// stays the device key. On an error the previous chain stays in force.
+    ///
+    /// # Errors
+    /// An unreadable chain, a CRL that cannot be signed, or material the listener refuses.
+    pub fn reload_device_cert(&self, chain_pem: &str) -> Result<()> {
+        let mut chain = self
+            .device
+            .chain_pem
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let material = tls_material(&self.device, chain_pem, &self.registry)?;
+        self.server
+            .reload_tls(&material)
+            .map_err(|e| CliError::new(Exit::DataErr, format!("MQTT TLS reload: {e}")))?;
+        chain_pem.clone_into(&mut chain);
+        Ok(())
+    }
+
+    /// The sensor CA's certificate, PEM (for its expiry).
+    pub fn sensor_ca_pem(&self) -> &str {
+        self.registry.ca().cert_pem()
+    }
 }
 
 impl Running {
+    /// A handle for putting a renewed device certificate in force (the upstream bridge keeps
+    /// the identity it started with until the daemon restarts: it offers no reload).
+    pub fn cert_reloader(&self) -> CertReloader {
+        CertReloader {
+            server: Arc::clone(&self.server),
+            registry: Arc::clone(&self.registry),
+            device: Arc::clone(&self.device),
+        }
+    }
+
     /// Stops the bridge and the listener (sessions closed, their events written).
     pub async fn shutdown(self) {
         if let Some(b) = &self.bridge {
@@ -225,7 +295,7 @@ impl Running {
 
 /// Binds the listener, starts the bridge and hands the API its sensor operations.
 pub async fn start(p: Prepared, api: &kawal_api::AppState) -> Result<Running> {
-    let tls = tls_material(&p.device, &p.registry)?;
+    let tls = tls_material(&p.device, &p.device.chain_pem(), &p.registry)?;
     let parts = ServerParts {
         settings: p.settings,
         acl: p.acl,
@@ -263,7 +333,7 @@ pub async fn start(p: Prepared, api: &kawal_api::AppState) -> Result<Running> {
         server: Arc::clone(&server),
         queue: Arc::clone(&p.queue),
         bridge: bridge.clone(),
-        device: p.device,
+        device: Arc::clone(&p.device),
         log: p.log,
         token_ttl: p.token_ttl,
         roles: p.roles,
@@ -278,6 +348,7 @@ pub async fn start(p: Prepared, api: &kawal_api::AppState) -> Result<Running> {
         bridge,
         queue: p.queue,
         registry: p.registry,
+        device: p.device,
     })
 }
 
@@ -287,7 +358,7 @@ struct DaemonSensors {
     server: Arc<Server>,
     queue: Arc<Queue>,
     bridge: Option<Arc<BridgeHandle>>,
-    device: DeviceTls,
+    device: Arc<DeviceTls>,
     log: Arc<AuditLog>,
     token_ttl: Duration,
     roles: Vec<String>,
@@ -332,13 +403,8 @@ impl DaemonSensors {
 
     /// After a certificate changed hands: the CRL is re-signed and the listener reloaded.
     fn reload_crl(&self) {
-        match tls_material(&self.device, &self.registry) {
-            Ok(m) => {
-                if let Err(e) = self.server.reload_tls(&m) {
-                    tracing::error!(error = %e, "MQTT TLS reload failed");
-                }
-            }
-            Err(e) => tracing::error!(error = %e.message, "sensor CRL could not be made"),
+        if let Err(e) = reload_listener(&self.server, &self.device, &self.registry) {
+            tracing::error!(error = %e.message, "MQTT TLS reload with a new CRL failed");
         }
     }
 

@@ -5,7 +5,9 @@
 //! - [`device`]: the data folder, unsealing, the store and the audit log of one device.
 //! - [`provision`]: `kawal init`; [`reset`]: `kawal reset --secure`.
 //! - [`daemon`]: `kawal run` and `kawal demo`; [`serve`]: the HTTPS API inside the daemon;
-//!   [`gateway`]: the sensor registry, the MQTT listener, the queue and the upstream bridge.
+//!   [`gateway`]: the sensor registry, the MQTT listener, the queue and the upstream bridge;
+//!   [`devcert`]: the gateway's own certificate (renewal without restart, expiry warnings,
+//!   `kawal cert`).
 //! - [`client`]: `kawal login`, `kawal logout` and `kawal user` over the HTTPS API;
 //!   [`recover`]: `kawal recover unlock` at the device; [`est`]: a sensor's enrolment.
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod devcert;
 pub mod device;
 pub mod error;
 pub mod est;

@@ -47,6 +47,7 @@ impl Backend for DeviceBackend {
                 "detail": format!("kernel reports {}", clock.as_str()),
             },
             "store": stats.map(|s| format!("{} data and {} personal records, sealed", s.data_records, s.pii_records)),
+            "device_certificate": crate::devcert::health(&self.dev),
         })
     }
 
@@ -83,11 +84,26 @@ pub fn directory(dev: &Device, config: &ValidConfig) -> Directory {
 
 /// The TLS identity: the device certificate and its key from the store.
 pub(crate) fn tls_identity(dev: &Device) -> Result<kawal_api::tls::TlsIdentity> {
+    let key = device_key(dev)?;
+    Ok(kawal_api::tls::TlsIdentity {
+        cert_chain_pem: device_chain(dev)?,
+        key_pkcs8_der: key,
+    })
+}
+
+/// The device identity key (PKCS#8 DER) from the store.
+pub(crate) fn device_key(dev: &Device) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let key = dev
         .store
         .get(tables::IDENTITY, "device")
         .or_exit(Exit::DataErr, "store")?
         .ok_or_else(|| CliError::new(Exit::DataErr, "the device identity key is missing"))?;
+    Ok(zeroize::Zeroizing::new(key.to_vec()))
+}
+
+/// The chain the device presents: `pki/device.crt.pem` (leaf first, then any chain it holds),
+/// followed on a dev device by `pki/dev-ca.crt.pem`.
+pub(crate) fn device_chain(dev: &Device) -> Result<String> {
     let cert_path = dev.layout.pki().join("device.crt.pem");
     let mut chain = std::fs::read_to_string(&cert_path).map_err(|e| {
         CliError::new(
@@ -101,18 +117,17 @@ pub(crate) fn tls_identity(dev: &Device) -> Result<kawal_api::tls::TlsIdentity> 
     if let Ok(ca) = std::fs::read_to_string(dev.layout.pki().join("dev-ca.crt.pem")) {
         chain.push_str(&ca);
     }
-    Ok(kawal_api::tls::TlsIdentity {
-        cert_chain_pem: chain,
-        key_pkcs8_der: zeroize::Zeroizing::new(key.to_vec()),
-    })
+    Ok(chain)
 }
 
 /// Everything the API needs, built before the runtime starts so failures are clear errors.
 pub struct Prepared {
     /// Shared state.
     pub state: Arc<AppState>,
-    /// rustls configuration.
-    pub tls: Arc<rustls::ServerConfig>,
+    /// rustls configuration, replaceable while serving (a renewed device certificate).
+    pub tls: kawal_api::tls::TlsHandle,
+    /// The client-certificate roots the configuration was built with, for rebuilding it.
+    pub client_auth: Option<kawal_api::tls::ClientAuth>,
     /// Socket limits.
     pub limits: kawal_api::server::Limits,
     /// Address.
@@ -182,7 +197,8 @@ pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> R
     };
     Ok(Prepared {
         state,
-        tls,
+        tls: kawal_api::tls::TlsHandle::new(tls),
+        client_auth,
         limits,
         addr: config.api,
     })

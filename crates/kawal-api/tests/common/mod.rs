@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::routing;
 use axum::{Extension, Router};
 use kawal_api::server::{self, ConnInfo, Limits, ServerStats};
-use kawal_api::tls::{self, ClientAuth, TlsIdentity};
+use kawal_api::tls::{self, ClientAuth, TlsHandle, TlsIdentity};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
@@ -139,6 +139,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub ca: Ca,
     pub stats: Arc<ServerStats>,
+    /// The configuration in force; replace it to renew the server's certificate.
+    pub tls: TlsHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
 }
@@ -150,14 +152,14 @@ impl TestServer {
 
     pub async fn start_with(limits: Limits, client_auth: Option<&ClientAuth>) -> Self {
         let ca = Ca::new("kawal test server CA");
-        let config = tls::server_config(&ca.server_identity(), client_auth).unwrap();
+        let tls = TlsHandle::new(tls::server_config(&ca.server_identity(), client_auth).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(ServerStats::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve_with_stats(
             listener,
-            config,
+            tls.clone(),
             app(),
             limits,
             Arc::clone(&stats),
@@ -169,6 +171,7 @@ impl TestServer {
             addr,
             ca,
             stats,
+            tls,
             stop: Some(stop),
             task,
         }

@@ -148,9 +148,30 @@ pub fn findings(g: &GatewayFacts, events: &BTreeMap<String, u64>) -> Vec<Finding
     };
     let device = g.device_cert.as_ref().map_or_else(
         || "no device certificate found".to_owned(),
-        |(until, state)| format!("valid until {until} ({state:?})"),
+        |(until, state)| match state {
+            ExpiryState::Ok => format!("valid until {until} (more than 30 days left)"),
+            ExpiryState::Warn30 => {
+                format!("valid until {until}: EXPIRES within 30 days (warn-30d)")
+            }
+            ExpiryState::Warn7 => format!("valid until {until}: EXPIRES within 7 days (warn-7d)"),
+            ExpiryState::Expired => {
+                format!("EXPIRED at {until}: the gateway presents an expired certificate")
+            }
+        },
     );
     let device_expired = matches!(g.device_cert, Some((_, ExpiryState::Expired)));
+    let mut failures = Vec::new();
+    if shared > 0 {
+        failures.push("a certificate is shared by sensors");
+    }
+    if expired > 0 {
+        failures.push("an active sensor certificate has expired");
+    }
+    if device_expired {
+        failures.push(
+            "the gateway's own device certificate has expired (renew it: kawal cert install)",
+        );
+    }
     let mut f = Finding::new("AU-1-10", Verdict::Manual)
         .evidence(
             "one certificate per device",
@@ -179,14 +200,22 @@ pub fn findings(g: &GatewayFacts, events: &BTreeMap<String, u64>) -> Vec<Finding
                 n(events, "mqtt.clone-detected")
             ),
         )
-        .evidence("gateway's own certificate", device);
-    f = if shared > 0 || expired > 0 || device_expired {
-        f.with_verdict(Verdict::NotMet)
-            .reason("a certificate is shared by sensors, or an active certificate has expired")
-    } else {
+        .evidence("gateway's own certificate", device)
+        .evidence(
+            "gateway certificate renewal",
+            format!(
+                "kawal cert install checks a new certificate (device key, validity) and the daemon puts it in force on the API and MQTT listeners without a restart: {} renewal(s) in force, {} refused; expiry warnings at 30 and 7 days and on expiry: {} event(s)",
+                n(events, "certificate.renewed"),
+                n(events, "certificate.refused"),
+                n(events, "certificate.expiring")
+            ),
+        );
+    f = if failures.is_empty() {
         f.reason(
-            "the gateway's own device certificate is renewed by installing a new certificate file (its expiry is reported above); automatic renewal from the upstream CA is not built yet",
+            "the gateway's own device certificate is renewed by installing a certificate issued for its key (kawal cert install; in force within a minute, no restart) and its expiry is warned of; automatic renewal from an upstream CA is not built, so the assessor judges the renewal process",
         )
+    } else {
+        f.with_verdict(Verdict::NotMet).reason(failures.join("; "))
     };
     out.push(f);
 
@@ -355,4 +384,74 @@ pub fn findings(g: &GatewayFacts, events: &BTreeMap<String, u64>) -> Vec<Finding
         ),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use crate::gateway::CaRecord;
+
+    fn facts(device_cert: Option<(String, ExpiryState)>) -> GatewayFacts {
+        GatewayFacts {
+            mqtt: Some(MqttRecord {
+                started_at: "2030-01-01T00:00:00.000000Z".into(),
+                listen: "127.0.0.1:8883".into(),
+                client_cert_required: true,
+                plain_listener: false,
+                tls_versions: vec!["TLSv1.3".into()],
+                acl: BTreeMap::new(),
+                allow_sources: Vec::new(),
+                sensor_ca: CaRecord {
+                    subject: "sensor CA".into(),
+                    not_after: "2040-01-01T00:00:00Z".into(),
+                    sha256: "00".into(),
+                },
+                upstream: None,
+                queue: "64 MiB".into(),
+            }),
+            api: None,
+            sensors: Vec::new(),
+            config: crate::config::defaults_for(std::path::Path::new("/nonexistent")).unwrap(),
+            device_cert,
+        }
+    }
+
+    fn au_1_10(device_cert: Option<(String, ExpiryState)>) -> Finding {
+        findings(&facts(device_cert), &BTreeMap::new())
+            .into_iter()
+            .find(|f| f.code == "AU-1-10")
+            .unwrap()
+    }
+
+    fn shown(f: &Finding) -> String {
+        f.evidence
+            .iter()
+            .map(|e| format!("{}: {}", e.label, e.value))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// G045: AU-1-10
+    #[test]
+    fn an_expired_device_certificate_fails_the_lifecycle_control() {
+        let f = au_1_10(Some(("2020-01-01T00:00:00Z".into(), ExpiryState::Expired)));
+        assert_eq!(f.verdict, Verdict::NotMet);
+        assert!(shown(&f).contains("EXPIRED at 2020-01-01"), "{}", shown(&f));
+        assert!(f.reason.unwrap().contains("device certificate has expired"));
+    }
+
+    /// G045: AU-1-10
+    #[test]
+    fn a_device_certificate_close_to_its_end_is_shown_as_such() {
+        for (state, text) in [
+            (ExpiryState::Warn30, "EXPIRES within 30 days"),
+            (ExpiryState::Warn7, "EXPIRES within 7 days"),
+            (ExpiryState::Ok, "more than 30 days left"),
+        ] {
+            let f = au_1_10(Some(("2031-01-01T00:00:00Z".into(), state)));
+            assert_eq!(f.verdict, Verdict::Manual, "{state:?}");
+            assert!(shown(&f).contains(text), "{}", shown(&f));
+        }
+    }
 }

@@ -101,9 +101,15 @@ impl Gateway {
 
     /// Starts (or restarts) the daemon process and waits until it answers.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// As [`Gateway::spawn`], with extra environment variables for the daemon.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.tmp.path().join("daemon.log")).unwrap();
         let child = kawal()
             .args(["run", "--config", d(&self.config)])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -127,6 +133,11 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// What the daemon wrote to stderr.

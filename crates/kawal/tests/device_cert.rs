@@ -1,0 +1,298 @@
+//! The gateway's own certificate (G045 AU-1-10): a renewed certificate is put in force on the
+//! HTTPS API and the MQTT listener without a restart; a certificate for another key is
+//! refused and the old one stays; a certificate close to its end is warned of once, shown in
+//! the health answer and in the report.
+//!
+//! The real daemon, `kawal cert` and `openssl s_client` (to see which leaf each port serves).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::gateway::Gateway;
+use common::{d, run};
+use serde_json::Value;
+
+const ADMIN_PW: &str = "Renewal-Tests-Pass-2024!";
+
+/// The base64 body of the first PEM certificate in `text`, whitespace removed.
+fn first_cert(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("-----BEGIN CERTIFICATE-----")?;
+    let (body, _) = rest.split_once("-----END CERTIFICATE-----")?;
+    Some(body.split_whitespace().collect())
+}
+
+/// The leaf certificate served on `port` (the MQTT listener asks for a client certificate;
+/// `s_client` still sees the server's before the handshake fails without one).
+fn served_leaf(port: u16) -> Option<String> {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+            "-showcerts",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    first_cert(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn file_leaf(gw: &Gateway) -> String {
+    first_cert(&std::fs::read_to_string(gw.data.join("pki/device.crt.pem")).unwrap()).unwrap()
+}
+
+/// Waits up to `secs` for `cond`.
+fn wait(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A daemon that re-reads the certificate every second (debug builds only).
+fn fast_gateway() -> Gateway {
+    let mut gw = Gateway::start();
+    gw.stop();
+    gw.spawn_with_env(&[("KAWAL_DEVCERT_CHECK_S", "1")]);
+    gw
+}
+
+fn reissue(gw: &Gateway, days: &str) {
+    let r = run(&[
+        "cert",
+        "reissue-dev",
+        "--config",
+        d(&gw.config),
+        "--days",
+        days,
+    ]);
+    assert_eq!(r.code, 0, "reissue-dev failed: {}", r.all());
+}
+
+/// Events named `name` whose `details.field` is `value`.
+fn events_where(gw: &Gateway, name: &str, field: &str, value: &str) -> Vec<Value> {
+    gw.events(name)
+        .into_iter()
+        .filter(|e| e["details"][field] == value)
+        .collect()
+}
+
+/// G045: AU-1-10
+/// A dev device's certificate re-issued for the same key is served on both listeners within
+/// the check period, by the same process, and the renewal is one audit event naming the old
+/// and the new certificate.
+#[test]
+fn a_renewed_certificate_is_served_on_both_listeners_without_a_restart() {
+    let gw = fast_gateway();
+    let old = file_leaf(&gw);
+    assert_eq!(served_leaf(gw.addr.port()).as_deref(), Some(old.as_str()));
+    assert_eq!(served_leaf(gw.mqtt.port()).as_deref(), Some(old.as_str()));
+    let pid = gw.pid();
+    let starts = gw.events("daemon.started").len();
+
+    reissue(&gw, "400");
+    let new = file_leaf(&gw);
+    assert_ne!(new, old);
+    assert!(
+        wait(20, || served_leaf(gw.addr.port()).as_deref()
+            == Some(new.as_str())),
+        "the API still serves the old certificate: {}",
+        gw.daemon_log()
+    );
+    assert!(
+        wait(10, || served_leaf(gw.mqtt.port()).as_deref()
+            == Some(new.as_str())),
+        "the MQTT listener still serves the old certificate"
+    );
+    assert_eq!(gw.pid(), pid);
+    assert_eq!(
+        gw.events("daemon.started").len(),
+        starts,
+        "the daemon restarted"
+    );
+
+    let renewed = gw.events("certificate.renewed");
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    let e = &renewed[0]["details"];
+    assert_eq!(e["certificate"], "device");
+    assert_ne!(e["old_serial"], e["new_serial"]);
+    assert!(e["old_not_after"].is_string() && e["new_not_after"].is_string());
+    assert!(e["old_sha256"].is_string() && e["new_sha256"].is_string());
+    assert_eq!(
+        events_where(
+            &gw,
+            "certificate.installed",
+            "via",
+            "kawal cert reissue-dev"
+        )
+        .len(),
+        1
+    );
+
+    // Clients trusting the device's CA carry on (the dev CA did not change), and the health
+    // answer names the certificate now in force.
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let h: Value = api.get("/api/v1/health").json().unwrap();
+    assert_eq!(h["device_certificate"]["serial"], e["new_serial"], "{h}");
+    assert_eq!(h["device_certificate"]["state"], "ok", "{h}");
+}
+
+/// G045: AU-1-10
+/// A certificate for another key is refused by `kawal cert install`, and, copied over the file
+/// by hand, by the daemon: once, with the reason, while the previous certificate stays served.
+#[test]
+fn a_certificate_for_another_key_is_refused_and_the_old_one_stays() {
+    let gw = fast_gateway();
+    let old = file_leaf(&gw);
+    // Another dev device's certificate: valid, same names, another key.
+    let (_other_tmp, other_data, _) = common::provisioned();
+    let stranger = other_data.join("pki/device.crt.pem");
+
+    let r = run(&[
+        "cert",
+        "install",
+        "--config",
+        d(&gw.config),
+        "--cert",
+        d(&stranger),
+    ]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("another key"), "{}", r.all());
+    assert_eq!(file_leaf(&gw), old, "a refused install changed the file");
+    let refused = events_where(&gw, "certificate.refused", "via", "kawal cert install");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["details"]["reason"], "other-key");
+
+    // The file replaced behind kawal's back.
+    std::fs::copy(&stranger, gw.data.join("pki/device.crt.pem")).unwrap();
+    let by_daemon = || -> Vec<Value> {
+        gw.events("certificate.refused")
+            .into_iter()
+            .filter(|e| e["actor"] == "kawal")
+            .collect()
+    };
+    assert!(
+        wait(20, || !by_daemon().is_empty()),
+        "no refusal from the daemon: {}",
+        gw.daemon_log()
+    );
+    assert_eq!(
+        by_daemon()[0]["details"]["reason"],
+        "other-key",
+        "{:?}",
+        by_daemon()
+    );
+    assert_eq!(served_leaf(gw.addr.port()).as_deref(), Some(old.as_str()));
+    assert_eq!(served_leaf(gw.mqtt.port()).as_deref(), Some(old.as_str()));
+    assert!(gw.events("certificate.renewed").is_empty());
+    // Once per file content, not once per check.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(by_daemon().len(), 1);
+
+    // A good certificate after the bad one is taken.
+    reissue(&gw, "400");
+    let new = file_leaf(&gw);
+    assert!(
+        wait(20, || served_leaf(gw.addr.port()).as_deref()
+            == Some(new.as_str())),
+        "{}",
+        gw.daemon_log()
+    );
+}
+
+/// G045: AU-1-10
+/// A certificate with 3 days left, put in force on SIGHUP, is warned of once
+/// (`certificate.expiring`, state warn-7d), also across a restart; the health answer and the
+/// report's AU-1-10 show it.
+#[test]
+fn an_expiring_certificate_is_warned_of_once_and_shown() {
+    let mut gw = Gateway::start();
+    assert!(
+        wait(20, || gw
+            .daemon_log()
+            .contains("device-certificate watch started")),
+        "{}",
+        gw.daemon_log()
+    );
+    assert!(gw.events("certificate.expiring").is_empty());
+    reissue(&gw, "3");
+    // The default period is a minute; SIGHUP asks for the check at once.
+    let pid = gw.pid().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait(15, || !gw.events("certificate.renewed").is_empty()),
+        "SIGHUP did not put the certificate in force: {}",
+        gw.daemon_log()
+    );
+    assert_eq!(
+        gw.pid().unwrap().to_string(),
+        pid,
+        "SIGHUP ended the daemon"
+    );
+    assert!(
+        wait(10, || !events_where(
+            &gw,
+            "certificate.expiring",
+            "certificate",
+            "device"
+        )
+        .is_empty()),
+        "{}",
+        gw.daemon_log()
+    );
+    let expiring = events_where(&gw, "certificate.expiring", "certificate", "device");
+    assert_eq!(expiring.len(), 1, "{expiring:?}");
+    let e = &expiring[0]["details"];
+    assert_eq!(e["state"], "warn-7d");
+    assert!(matches!(e["days_left"].as_i64(), Some(2 | 3)), "{e}");
+    assert!(e["not_after"].is_string());
+    assert!(gw.daemon_log().contains("certificate expiring"));
+
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let h: Value = api.get("/api/v1/health").json().unwrap();
+    assert_eq!(h["device_certificate"]["state"], "warn-7d", "{h}");
+    let rep: Value = api.get("/api/v1/report?format=json").json().unwrap();
+    let au110 = rep["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "AU-1-10")
+        .unwrap()
+        .to_string();
+    assert!(au110.contains("EXPIRES within 7 days"), "{au110}");
+    assert!(au110.contains("1 renewal(s) in force"), "{au110}");
+
+    // Remembered across a restart: no second warning for the same state.
+    gw.stop();
+    gw.spawn();
+    assert!(wait(20, || gw
+        .daemon_log()
+        .contains("device-certificate watch started")));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        events_where(&gw, "certificate.expiring", "certificate", "device").len(),
+        1
+    );
+}
