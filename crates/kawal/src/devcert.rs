@@ -341,6 +341,8 @@ pub struct Watch {
     api: TlsHandle,
     client_auth: Option<ClientAuth>,
     mqtt: CertReloader,
+    /// The sensors, whose certificates are watched for expiry too.
+    sensors: Arc<kawal_pki::Sensors>,
     /// An upstream is configured and presents the device certificate.
     upstream_keeps_old: bool,
     period: Duration,
@@ -370,6 +372,7 @@ impl Watch {
             api: api.tls.clone(),
             client_auth: api.client_auth.clone(),
             mqtt: gateway.cert_reloader(),
+            sensors: Arc::clone(&gateway.registry),
             upstream_keeps_old: config
                 .gateway
                 .upstream
@@ -560,6 +563,66 @@ impl Watch {
         }
     }
 
+    /// Active sensors whose certificate enters a warning state: one `sensor.certificate-expiring`
+    /// per certificate and state (a sensor renews itself from two thirds of the lifetime on, so
+    /// a warning means it has not).
+    fn check_sensors(&self, seen: &mut BTreeMap<String, ExpirySeen>, now: i64) -> bool {
+        let sensors = match self.sensors.list() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the sensors for their expiry");
+                return false;
+            }
+        };
+        let mut changed = false;
+        for s in sensors
+            .iter()
+            .filter(|s| s.state == kawal_pki::SensorState::Active)
+        {
+            let (Some(serial), Some(not_after)) = (&s.serial, s.not_after) else {
+                continue;
+            };
+            let which = format!("sensor:{}", s.uid);
+            let state = expiry_state(not_after, now);
+            let last = seen.get(&which);
+            if expiry_news(last, serial, state) {
+                tracing::warn!(
+                    sensor = %s.uid,
+                    not_after = %rfc3339(not_after),
+                    state = state.as_str(),
+                    "sensor certificate expiring: the sensor has not renewed (EST simplereenroll)"
+                );
+                self.record(
+                    Event::new(
+                        "sensor.certificate-expiring",
+                        "kawal",
+                        if state == ExpiryState::Expired {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Info
+                        },
+                    )
+                    .with("uid", s.uid.as_str())
+                    .with("serial", serial.as_str())
+                    .with("not_after", rfc3339(not_after))
+                    .with("days_left", days_left(not_after, now))
+                    .with("state", state.as_str()),
+                );
+            }
+            if last.is_none_or(|x| x.sha256 != *serial || x.state != state.as_str()) {
+                seen.insert(
+                    which,
+                    ExpirySeen {
+                        sha256: serial.clone(),
+                        state: state.as_str().to_owned(),
+                    },
+                );
+                changed = true;
+            }
+        }
+        changed
+    }
+
     fn check_expiry(&self) {
         let now = now_s();
         let mut seen: BTreeMap<String, ExpirySeen> = self
@@ -595,6 +658,7 @@ impl Watch {
                 changed = true;
             }
         }
+        changed |= self.check_sensors(&mut seen, now);
         if changed {
             let stored = serde_json::to_vec(&seen)
                 .map_err(|e| e.to_string())

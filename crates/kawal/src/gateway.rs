@@ -434,7 +434,7 @@ impl DaemonSensors {
             "serial": s.serial,
             "not_before": iso(s.not_before),
             "not_after": iso(s.not_after),
-            "expiry": s.expiry,
+            "expiry": s.expiry.map(kawal_pki::ExpiryState::as_str),
             "issued_at": iso(s.issued_at),
             "created_at": iso(Some(s.created_at)),
             "last_seen": iso(s.last_seen),

@@ -362,3 +362,31 @@ fn a_sensor_renews_with_its_current_certificate_and_the_old_one_stops_counting()
         ["via"]
         == "est-simplereenroll"));
 }
+
+/// G045: AU-1-10
+/// A sensor certificate that is close to expiry and not renewed is warned of in the log, once
+/// per state, and shown as such in the list.
+#[test]
+fn an_expiring_sensor_certificate_is_warned_of_once() {
+    let mut gw = Gateway::start_with(|cfg| {
+        common::gateway::set(cfg, "sensors", "cert-days", 5);
+    });
+    gw.stop();
+    gw.spawn_with_env(&[("KAWAL_DEVCERT_CHECK_S", "1")]);
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let _s = sensor(&gw, &mut api, "short-lived", None);
+    assert!(
+        wait_event(
+            &gw,
+            "sensor.certificate-expiring",
+            10,
+            |e| e["details"]["uid"] == "short-lived" && e["details"]["state"] == "warn-7d"
+        ),
+        "{:?}",
+        gw.events("sensor.certificate-expiring")
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(gw.events("sensor.certificate-expiring").len(), 1);
+    let v: Value = api.get("/api/v1/sensors/short-lived").json().unwrap();
+    assert_eq!(v["expiry"], "warn-7d", "{v}");
+}
