@@ -447,12 +447,18 @@ async fn write_loop<S: AsyncWrite + Send + 'static>(
             }
             wr.flush().await
         };
+        // The write first: a stop only cuts a write that is stuck on a slow reader. Unbiased,
+        // a stop that came before the writer first ran could drop the dequeued packet (the
+        // CONNACK) and still flush the ones after it (found by the session fuzzer).
         let done = tokio::select! {
+            biased;
             r = write => r.is_ok(),
             _ = stop.changed() => false,
         };
         if !done {
-            break;
+            // A packet may be half written: write nothing more.
+            let _ = wr.shutdown().await;
+            return;
         }
     }
     // Flush what is already queued (e.g. a last SUBACK) without waiting on a slow reader.

@@ -20,6 +20,9 @@ pub mod broker;
 pub mod client;
 pub mod conn;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod queue;
 pub mod server;
