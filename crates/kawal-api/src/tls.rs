@@ -12,14 +12,13 @@
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
-use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use kawal_crypto::tls::{CIPHER_SUITES, KX_GROUPS, PROTOCOL_VERSIONS, provider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::version::{TLS12, TLS13};
-use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
+use rustls::{RootCertStore, ServerConfig};
 use zeroize::Zeroizing;
 
 /// The device's TLS identity: certificate chain (PEM, leaf first) and PKCS#8 private key (DER).
@@ -87,43 +86,8 @@ pub enum TlsError {
     Policy(#[source] rustls::Error),
 }
 
-/// The protocol versions offered, most preferred first.
-static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
-
-/// The cipher suites offered, most preferred first. TLS 1.2 only with ECDHE + AEAD: no CBC,
-/// no static-RSA key exchange, no SHA-1 MACs.
-static CIPHER_SUITES: &[SupportedCipherSuite] = &[
-    cipher_suite::TLS13_AES_256_GCM_SHA384,
-    cipher_suite::TLS13_AES_128_GCM_SHA256,
-    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-];
-
-/// The key-exchange groups offered. The post-quantum hybrid comes first; rustls follows the
-/// client's order among these, so clients without it still get X25519 without a retry.
-static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
-    kx_group::X25519MLKEM768,
-    kx_group::X25519,
-    kx_group::SECP256R1,
-    kx_group::SECP384R1,
-];
-
 /// The only application protocol spoken: the server is HTTP/1.1 only.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-/// The aws-lc-rs provider cut down to [`CIPHER_SUITES`] and [`KX_GROUPS`].
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
-        cipher_suites: CIPHER_SUITES.to_vec(),
-        kx_groups: KX_GROUPS.to_vec(),
-        ..aws_lc_rs::default_provider()
-    })
-}
 
 /// Builds the server configuration for `id`, optionally verifying client certificates.
 ///

@@ -17,6 +17,7 @@ pub mod rng;
 pub mod root;
 pub mod secret;
 pub mod sign;
+pub mod tls;
 
 mod error;
 

@@ -45,12 +45,9 @@ use bytes::{Bytes, BytesMut};
 use kawal_audit::{AuditLog, Event, Outcome};
 use mqtt_proto::v3::{Connect, ConnectReturnCode, Packet, Publish, Subscribe, SubscribeReturnCode};
 use mqtt_proto::{Pid, QoS, QosPid, TopicFilter, TopicName};
-use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
-use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::version::{TLS12, TLS13};
-use rustls::{ClientConfig, RootCertStore, SupportedCipherSuite};
+use rustls::{ClientConfig, RootCertStore};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -339,27 +336,6 @@ pub fn parse_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, Fra
     }
 }
 
-/// The TLS 1.3 and 1.2 suites offered: ECDHE + AEAD only (as `kawal-api/src/tls.rs`).
-static CIPHER_SUITES: &[SupportedCipherSuite] = &[
-    cipher_suite::TLS13_AES_256_GCM_SHA384,
-    cipher_suite::TLS13_AES_128_GCM_SHA256,
-    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-];
-
-/// Key-exchange groups, the post-quantum hybrid first.
-static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
-    kx_group::X25519MLKEM768,
-    kx_group::X25519,
-    kx_group::SECP256R1,
-    kx_group::SECP384R1,
-];
-
 /// The rustls client configuration: pinned roots, the gateway's certificate, the policy
 /// above.
 ///
@@ -383,13 +359,8 @@ pub fn client_config(settings: &BridgeSettings) -> Result<Arc<ClientConfig>, Err
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         settings.identity.key_pkcs8_der.to_vec(),
     ));
-    let provider = Arc::new(CryptoProvider {
-        cipher_suites: CIPHER_SUITES.to_vec(),
-        kx_groups: KX_GROUPS.to_vec(),
-        ..aws_lc_rs::default_provider()
-    });
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&TLS13, &TLS12])
+    let mut config = ClientConfig::builder_with_provider(kawal_crypto::tls::provider())
+        .with_protocol_versions(kawal_crypto::tls::PROTOCOL_VERSIONS)
         .map_err(Error::Tls)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)

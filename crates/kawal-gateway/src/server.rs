@@ -37,14 +37,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use kawal_audit::AuditLog;
-use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
-use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
-use rustls::version::{TLS12, TLS13};
-use rustls::{
-    CertificateError, RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion,
-};
+use rustls::{CertificateError, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -141,36 +136,7 @@ fn join<T: std::fmt::Display>(v: &[T]) -> String {
         .join("; ")
 }
 
-/// The protocol versions offered, most preferred first.
-static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
-
-/// TLS 1.3 suites, and TLS 1.2 only with ECDHE + AEAD.
-static CIPHER_SUITES: &[SupportedCipherSuite] = &[
-    cipher_suite::TLS13_AES_256_GCM_SHA384,
-    cipher_suite::TLS13_AES_128_GCM_SHA256,
-    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-];
-
-static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
-    kx_group::X25519MLKEM768,
-    kx_group::X25519,
-    kx_group::SECP256R1,
-    kx_group::SECP384R1,
-];
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
-        cipher_suites: CIPHER_SUITES.to_vec(),
-        kx_groups: KX_GROUPS.to_vec(),
-        ..aws_lc_rs::default_provider()
-    })
-}
+use kawal_crypto::tls::{PROTOCOL_VERSIONS, provider};
 
 /// Builds the listener's rustls configuration from `m`: a client certificate chaining to
 /// the sensor roots is required.
@@ -205,7 +171,7 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, Error> {
     config.ignore_client_order = true;
     config.require_ems = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
-    config.ticketer = aws_lc_rs::Ticketer::new().map_err(Error::Policy)?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(Error::Policy)?;
     Ok(Arc::new(config))
 }
 
