@@ -301,7 +301,14 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
             .evidence("device UID", f.info.uid.clone())
             .evidence("source", f.info.uid_source.to_string())
             .evidence("binding", "the UID is the associated data of the sealed root secret: a changed UID makes the device refuse to start")
-            .evidence("provisioned", f.info.provisioned_at.clone()),
+            .evidence("provisioned", f.info.provisioned_at.clone())
+            .evidence(
+                "sensor identities",
+                format!(
+                    "{} sensor UID(s), each fixed in its certificate (urn:kawal:sensor:<uid>); a name is never enrolled twice",
+                    f.gateway.sensors.len()
+                ),
+            ),
     );
     out.push(gw_take("AU-3-2"));
 
