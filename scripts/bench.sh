@@ -2,7 +2,7 @@
 # The benchmarks behind docs/BENCHMARKS.md, with the machine they ran on.
 #
 #   scripts/bench.sh            # all of them
-#   scripts/bench.sh logins     # one group: store, audit, logins
+#   scripts/bench.sh logins     # one group: store, audit, logins, mqtt
 #
 # Results are printed and kept in target/bench-results/<UTC time>.txt. Absolute times on a
 # shared machine are noise: read them next to the machine line and the load average, and
@@ -14,13 +14,23 @@
 #   KAWAL_BENCH_FLOOD_S=30      length of the wrong-password flood (b.)
 #   KAWAL_BENCH_API_S=10        length of each API throughput run (c.)
 #   KAWAL_LOAD_VERIFY_WORKERS=N the daemon's Argon2id workers (default: one per CPU)
+#
+# The MQTT benchmarks (crates/kawal/tests/mqtt_bench.rs, bench_mqtt_*) run the real daemon built
+# in release next to a Mosquitto (/usr/sbin/mosquitto) configured the same way, in the same
+# run. Their knobs:
+#   KAWAL_BENCH_MQTT_S=10           publishing window of the throughput and flood runs
+#   KAWAL_BENCH_MQTT_LAT_S=5        length of each fixed-rate latency run
+#   KAWAL_BENCH_MQTT_WINDOW=64      QoS 1 messages in flight per publisher (throughput)
+#   KAWAL_BENCH_MQTT_CONNS=2000     idle connections for the memory figure (10000 works)
+#   KAWAL_BENCH_MQTT_HS_S=5         length of each handshake run
+#   KAWAL_BENCH_MQTT_FLOOD_RATE=500 bad handshakes per second in the flood
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what="${1:-all}"
 case "$what" in
-  all | store | audit | logins) ;;
-  *) echo "usage: $0 [all|store|audit|logins]" >&2; exit 2 ;;
+  all | store | audit | logins | mqtt) ;;
+  *) echo "usage: $0 [all|store|audit|logins|mqtt]" >&2; exit 2 ;;
 esac
 
 mkdir -p target/bench-results
@@ -51,6 +61,14 @@ if [ "$what" = all ] || [ "$what" = logins ]; then
   printf '\n== logins and the API under load (AU-1-3): release daemon, default Argon2id\n' | tee -a "$out"
   cargo test --release -p kawal --test load -- --ignored --exact bench_logins --nocapture 2>&1 \
     | grep -E '^BENCH|test result|panicked' | tee -a "$out"
+fi
+
+if [ "$what" = all ] || [ "$what" = mqtt ]; then
+  printf '\n== MQTT: kawal vs Mosquitto %s in the same run: release daemon\n' \
+    "$(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | sed 's/^mosquitto version //')" | tee -a "$out"
+  # -o: the first line of a test shares its line with libtest's "test name ... ".
+  cargo test --release -p kawal --test mqtt_bench -- --ignored --nocapture --test-threads 1 2>&1 \
+    | grep -oE 'BENCH.*|test result.*|panicked.*' | tee -a "$out"
 fi
 
 printf '\n== load at the end: %s\nresults kept in %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$out"

@@ -8,6 +8,7 @@
 )]
 
 pub mod gateway;
+pub mod mosquitto;
 pub mod sensors;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,233 @@
+//! A real Mosquitto as the peer of kawal's MQTT listener in the benchmarks: mutual TLS with a
+//! server certificate from a throw-away test CA (made with `openssl`), sensor certificates
+//! from kawal's sensor CA, the user name taken from the certificate, the same topic lanes as
+//! kawal's default ACL, and its queue limits lifted so that it never drops silently. Killed
+//! (SIGKILL) on drop.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::d;
+use super::sensors::openssl;
+
+/// Where Debian installs the broker.
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A test CA and a server certificate it issued for `localhost` and `127.0.0.1`.
+pub struct ServerPki {
+    /// The test CA (PEM): clients trust it to verify Mosquitto.
+    pub ca_pem: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(
+        o.status.success(),
+        "openssl: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Makes a P-256 test CA and a server certificate for `localhost`/`127.0.0.1` in `dir`.
+pub fn server_pki(dir: &Path) -> ServerPki {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = dir.join("test-ca.crt");
+    let ca_key = dir.join("test-ca.key");
+    ok(&openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        d(&ca_key),
+        "-out",
+        d(&ca),
+        "-subj",
+        "/CN=mosquitto benchmark test CA",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=keyCertSign,cRLSign",
+    ]));
+    let key = dir.join("server.key");
+    let csr = dir.join("server.csr");
+    let cert = dir.join("server.crt");
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
+         keyUsage=digitalSignature\n",
+    )
+    .unwrap();
+    ok(&openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        d(&key),
+        "-out",
+        d(&csr),
+        "-subj",
+        "/CN=localhost",
+    ]));
+    ok(&openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        d(&csr),
+        "-CA",
+        d(&ca),
+        "-CAkey",
+        d(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        d(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        d(&ext),
+    ]));
+    ServerPki {
+        ca_pem: std::fs::read_to_string(&ca).unwrap(),
+        cert,
+        key,
+    }
+}
+
+/// A running Mosquitto.
+pub struct Mosquitto {
+    pub port: u16,
+    pub dir: PathBuf,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Writes the configuration into `dir` and starts the broker on 127.0.0.1:`port`.
+    ///
+    /// - mutual TLS: `require_certificate true` against `sensor_ca_pem` (kawal's sensor CA),
+    ///   `use_identity_as_username true` (the certificate's CN, which kawal sets to the UID),
+    ///   no anonymous clients;
+    /// - the lanes of kawal's default ACL: a sensor writes `kawal/<its name>/up/#` and reads
+    ///   `kawal/<its name>/down/#`; each of `readers` reads `kawal/+/up/#`;
+    /// - no limits on queued or in-flight messages (`max_queued_messages 0`,
+    ///   `max_inflight_messages 0`, `max_queued_bytes 0`), so nothing is dropped silently;
+    /// - `set_tcp_nodelay true`, as kawal's listener and the clients (without it a CONNACK after
+    ///   the TLS 1.3 session tickets waits ~40 ms for a delayed ACK);
+    /// - `persistence true` with the default `autosave_interval` (1800 s): Mosquitto writes
+    ///   its in-memory store only at shutdown and every 30 minutes, never per message.
+    pub fn start(
+        dir: &Path,
+        port: u16,
+        sensor_ca_pem: &str,
+        server: &ServerPki,
+        readers: &[&str],
+    ) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = dir.join("sensor-ca.pem");
+        std::fs::write(&ca, sensor_ca_pem).unwrap();
+        let acl = dir.join("acl");
+        let mut rules = String::from(
+            "# kawal's default lanes\npattern write kawal/%u/up/#\npattern read kawal/%u/down/#\n",
+        );
+        for r in readers {
+            rules.push_str(&format!("user {r}\ntopic read kawal/+/up/#\n"));
+        }
+        std::fs::write(&acl, rules).unwrap();
+        let conf = dir.join("unsafe.mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "# Benchmark-only configuration (loopback, throw-away server PKI).\n\
+                 # Tests may run as root: stay root so the files in the temp folder stay readable.\n\
+                 user root\n\
+                 per_listener_settings false\n\
+                 allow_anonymous false\n\
+                 acl_file {acl}\n\
+                 persistence true\n\
+                 persistence_location {d}/\n\
+                 max_queued_messages 0\n\
+                 max_queued_bytes 0\n\
+                 max_inflight_messages 0\n\
+                 # As kawal (and the clients): no Nagle delay on small packets such as CONNACK.\n\
+                 set_tcp_nodelay true\n\
+                 log_dest file {d}/mosquitto.log\n\
+                 log_type error\n\
+                 log_type warning\n\
+                 listener {port} 127.0.0.1\n\
+                 cafile {ca}\n\
+                 certfile {cert}\n\
+                 keyfile {key}\n\
+                 require_certificate true\n\
+                 use_identity_as_username true\n",
+                acl = d(&acl),
+                d = d(dir),
+                ca = d(&ca),
+                cert = d(&server.cert),
+                key = d(&server.key),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(MOSQUITTO)
+            .args(["-c", d(&conf)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto) is needed");
+        let mut m = Self {
+            port,
+            dir: dir.to_owned(),
+            conf,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(c) = m.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("mosquitto exited with {status}: {}", m.log());
+            }
+            assert!(Instant::now() < deadline, "mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// The broker's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// What the broker logged (errors and warnings).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
