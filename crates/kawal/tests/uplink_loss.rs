@@ -39,91 +39,17 @@ struct UpstreamPki {
     sub_key: PathBuf,
 }
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn issue(dir: &Path, ca: &Path, ca_key: &Path, name: &str, ext: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.crt"));
-    let extfile = dir.join(format!("{name}.ext"));
-    std::fs::write(&extfile, ext).unwrap();
-    ok(&openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        d(&key),
-        "-out",
-        d(&csr),
-        "-subj",
-        &format!("/CN={name}"),
-    ]));
-    ok(&openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        d(&csr),
-        "-CA",
-        d(ca),
-        "-CAkey",
-        d(ca_key),
-        "-CAcreateserial",
-        "-out",
-        d(&cert),
-        "-days",
-        "2",
-        "-extfile",
-        d(&extfile),
-    ]));
-    (cert, key)
-}
-
 fn upstream_pki(dir: &Path) -> UpstreamPki {
-    std::fs::create_dir_all(dir).unwrap();
-    let ca = dir.join("ca.crt");
-    let ca_key = dir.join("ca.key");
-    ok(&openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        d(&ca_key),
-        "-out",
-        d(&ca),
-        "-subj",
-        "/CN=upstream test CA",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=keyCertSign,cRLSign",
-    ]));
+    let (ca, ca_key) = test_ca(dir, "upstream test CA");
     let (server_cert, server_key) = issue(
         dir,
-        &ca,
-        &ca_key,
+        (&ca, &ca_key),
         "broker",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     );
     let (sub_cert, sub_key) = issue(
         dir,
-        &ca,
-        &ca_key,
+        (&ca, &ca_key),
         "subscriber",
         "extendedKeyUsage=clientAuth\n",
     );
@@ -492,7 +418,7 @@ fn commands_from_upstream_reach_the_sensor_and_a_replay_is_refused() {
         .args(["-t", "kawal/gw/test-gw-01/valve-9/down/set", "-m", "close"])
         .output()
         .unwrap();
-    ok(&o);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let msg = rt
         .block_on(async {
             let mut rx = client.incoming.lock().await;

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::d;
-use super::sensors::openssl;
+use super::sensors::{issue, test_ca};
 
 /// Where Debian installs the broker.
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -29,82 +29,16 @@ pub struct ServerPki {
     pub key: PathBuf,
 }
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "openssl: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// Makes a P-256 test CA and a server certificate for `localhost`/`127.0.0.1` in `dir`.
 pub fn server_pki(dir: &Path) -> ServerPki {
-    std::fs::create_dir_all(dir).unwrap();
-    let ca = dir.join("test-ca.crt");
-    let ca_key = dir.join("test-ca.key");
-    ok(&openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        d(&ca_key),
-        "-out",
-        d(&ca),
-        "-subj",
-        "/CN=mosquitto benchmark test CA",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=keyCertSign,cRLSign",
-    ]));
-    let key = dir.join("server.key");
-    let csr = dir.join("server.csr");
-    let cert = dir.join("server.crt");
-    let ext = dir.join("server.ext");
-    std::fs::write(
-        &ext,
+    let (ca, ca_key) = test_ca(dir, "mosquitto test CA");
+    let (cert, key) = issue(
+        dir,
+        (&ca, &ca_key),
+        "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
          keyUsage=digitalSignature\n",
-    )
-    .unwrap();
-    ok(&openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        d(&key),
-        "-out",
-        d(&csr),
-        "-subj",
-        "/CN=localhost",
-    ]));
-    ok(&openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        d(&csr),
-        "-CA",
-        d(&ca),
-        "-CAkey",
-        d(&ca_key),
-        "-CAcreateserial",
-        "-out",
-        d(&cert),
-        "-days",
-        "2",
-        "-extfile",
-        d(&ext),
-    ]));
+    );
     ServerPki {
         ca_pem: std::fs::read_to_string(&ca).unwrap(),
         cert,

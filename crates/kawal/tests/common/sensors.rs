@@ -268,19 +268,54 @@ pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// A rogue CA and a sensor certificate it issued for `cn`, in `dir`.
-pub fn other_ca_sensor(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
-    let (ca_cert, ca_key) = self_signed(dir, "rogue-ca");
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "openssl: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A throw-away P-256 CA named `cn` in `dir`: (certificate, key).
+pub fn test_ca(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let cert = dir.join(format!("{cn}.ca.crt"));
+    let key = dir.join(format!("{cn}.ca.key"));
+    ok(&openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        d(&key),
+        "-out",
+        d(&cert),
+        "-subj",
+        &format!("/CN={cn}"),
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=keyCertSign,cRLSign",
+    ]));
+    (cert, key)
+}
+
+/// A P-256 key and a certificate for `cn` that the CA `(ca, ca_key)` issues with the
+/// extensions `ext` (openssl extfile lines), in `dir`: (certificate, key).
+pub fn issue(dir: &Path, (ca, ca_key): (&Path, &Path), cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
     let key = dir.join(format!("{cn}.key.pem"));
     let csr = dir.join(format!("{cn}.csr.pem"));
     let cert = dir.join(format!("{cn}.crt.pem"));
-    let ext = dir.join("ext.cnf");
-    std::fs::write(
-        &ext,
-        format!("subjectAltName=URI:urn:kawal:sensor:{cn}\nextendedKeyUsage=clientAuth\n"),
-    )
-    .unwrap();
-    let o = openssl(&[
+    let extfile = dir.join(format!("{cn}.ext"));
+    std::fs::write(&extfile, ext).unwrap();
+    ok(&openssl(&[
         "req",
         "-newkey",
         "ec",
@@ -293,25 +328,34 @@ pub fn other_ca_sensor(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
         d(&csr),
         "-subj",
         &format!("/CN={cn}"),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = openssl(&[
+    ]));
+    ok(&openssl(&[
         "x509",
         "-req",
         "-in",
         d(&csr),
         "-CA",
-        d(&ca_cert),
+        d(ca),
         "-CAkey",
-        d(&ca_key),
+        d(ca_key),
         "-CAcreateserial",
         "-out",
         d(&cert),
         "-days",
         "2",
         "-extfile",
-        d(&ext),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        d(&extfile),
+    ]));
     (cert, key)
+}
+
+/// A rogue CA and a sensor certificate it issued for `cn`, in `dir`.
+pub fn other_ca_sensor(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (ca, ca_key) = test_ca(dir, "rogue-ca");
+    issue(
+        dir,
+        (&ca, &ca_key),
+        cn,
+        &format!("subjectAltName=URI:urn:kawal:sensor:{cn}\nextendedKeyUsage=clientAuth\n"),
+    )
 }
