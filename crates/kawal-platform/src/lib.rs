@@ -4,17 +4,20 @@
 //! - [`machine_binding`]: the facts that bind the sealed root secret to this machine.
 //! - [`clock`]: the kernel clock and its synchronisation state (G045 PL-4-3).
 //! - [`selftest`]: the power-up self-test (G045 PL-3-4).
+//! - [`memory`]: large freed blocks go back to the kernel (an idle daemon stays small).
 //!
 //! Files are read under a [`SysRoot`], so tests run against a fake `/sys`, `/proc` and `/etc`.
 //!
 //! This is the one kawal crate that may hold `unsafe` (ADR 0002): only [`clock`] uses it, to
-//! call `adjtimex(2)` and `clock_gettime(2)`. Everything else is safe code.
+//! call `adjtimex(2)` and `clock_gettime(2)`, and [`memory`], to call `mallopt(3)`. Everything
+//! else is safe code.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::path::PathBuf;
 
 pub mod clock;
+pub mod memory;
 pub mod selftest;
 pub mod uid;
 

@@ -2,5 +2,7 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: Argon2id's 19 MiB blocks must go back to the kernel.
+    kawal_platform::memory::return_large_blocks();
     kawal::cli::main()
 }
