@@ -338,6 +338,7 @@ struct Counters {
     bytes_out: AtomicU64,
     local_in: AtomicU64,
     denied: AtomicU64,
+    payload_refused: AtomicU64,
     malformed: AtomicU64,
     clones: AtomicU64,
     rate_limited: AtomicU64,
@@ -370,6 +371,8 @@ pub struct Stats {
     pub local_in: u64,
     /// Publishes, wills and subscriptions the ACL denied.
     pub denied: u64,
+    /// Publishes and wills a payload rule refused ([`crate::payload`]).
+    pub payload_refused: u64,
     /// Connections ended by a malformed packet.
     pub malformed: u64,
     /// Clone detections.
@@ -730,6 +733,12 @@ impl Broker {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_payload_refused(&self) {
+        self.counters
+            .payload_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_malformed(&self) {
         self.counters.malformed.fetch_add(1, Ordering::Relaxed);
     }
@@ -761,6 +770,7 @@ impl Broker {
             bytes_out: get(&c.bytes_out),
             local_in: get(&c.local_in),
             denied: get(&c.denied),
+            payload_refused: get(&c.payload_refused),
             malformed: get(&c.malformed),
             clones: get(&c.clones),
             rate_limited: get(&c.rate_limited),
@@ -825,7 +835,7 @@ struct Flood {
 /// at will.
 ///
 /// Refusals (`mqtt.refused`: source, limits, TLS, CONNECT checks, registry), denials
-/// (`mqtt.denied`) and malformed input (`mqtt.malformed`) are caused by the peer, as often as
+/// (`mqtt.denied`: ACL and payload rules) and malformed input (`mqtt.malformed`) are caused by the peer, as often as
 /// it likes, so they go through [`Auditor::limited`]: per window
 /// ([`Settings::audit_window`], default 60 s) each source (IPv4 address or IPv6 /64) gets its
 /// first [`Settings::audit_refusals_per_source`] (default 10) events written individually,

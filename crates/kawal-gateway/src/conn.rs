@@ -29,6 +29,10 @@
 //!   a message that was dropped would tell the sensor that its data is safe when it is not;
 //!   closing makes the refusal visible and stops a misbehaving device. A denied subscription
 //!   gets the SUBACK failure code 0x80 and the session goes on;
+//! - checks the payload of every PUBLISH and of the will against the payload rules
+//!   ([`crate::payload`], G045 PL-1-1), after the ACL: a refusal is handled as an ACL denial
+//!   (`mqtt.denied` with `reason = "payload"`, the rule's topic and what failed, never the
+//!   payload; no PUBACK; the connection ends, a will with CONNACK 0x05);
 //! - limits each sensor's rate with two token buckets (messages and payload bytes): over the
 //!   rate, reading pauses until tokens are back (throttling); a sensor that stays throttled
 //!   longer than [`Settings::throttle_grace`] within twice that time is disconnected
@@ -54,6 +58,7 @@ use crate::acl::Action;
 use crate::broker::{Broker, CloseReason, RegisterError, Session};
 use crate::frame::{self, FrameError};
 use crate::limits::{Settings, TokenBucket};
+use crate::payload::{self, PayloadRefusal};
 use crate::{Identity, UplinkRefusal};
 
 /// How long the writer gets to flush at the end of a connection.
@@ -312,6 +317,14 @@ async fn admit<S: AsyncWrite + Unpin>(
         {
             denied(broker, identity, peer, &will.topic_name, Action::Publish);
             Some("will-denied")
+        } else if let Err(r) = payload::check(
+            &settings.payload,
+            &will.topic_name,
+            &identity.uid,
+            &will.message,
+        ) {
+            payload_refused(broker, identity, peer, &will.topic_name, "will", &r);
+            Some("will-payload")
         } else {
             None
         };
@@ -410,8 +423,44 @@ fn denied(broker: &Broker, identity: &Identity, peer: SocketAddr, topic: &str, a
     );
 }
 
+/// `mqtt.denied` with `reason = "payload"`: the topic, the rule and what failed, never the
+/// payload.
+fn payload_refused(
+    broker: &Broker,
+    identity: &Identity,
+    peer: SocketAddr,
+    topic: &str,
+    action: &str,
+    refusal: &PayloadRefusal,
+) {
+    broker.count_payload_refused();
+    peer_event(
+        broker,
+        "mqtt.denied",
+        identity,
+        peer,
+        "payload",
+        &[
+            ("topic", topic),
+            ("action", action),
+            ("rule", refusal.rule()),
+            ("failed", refusal.failed().as_str()),
+            ("detail", &refusal.detail()),
+        ],
+    );
+    tracing::info!(
+        uid = %identity.uid,
+        %peer,
+        topic,
+        rule = refusal.rule(),
+        failed = refusal.failed().as_str(),
+        "payload refused"
+    );
+}
+
 fn publish_will(broker: &Broker, session: &Session, will: &LastWill) {
-    // Checked against the ACL at CONNECT; the role cannot change within a session.
+    // Checked against the ACL and the payload rules at CONNECT; the role cannot change within
+    // a session.
     let qos = will.qos.min(QoS::Level1);
     drop(broker.publish_from(
         session,
@@ -615,6 +664,11 @@ impl<S: AsyncRead + Unpin> Running<S> {
         {
             denied(&self.broker, &id, self.peer, &p.topic_name, Action::Publish);
             return Some(End::Violation("publish-denied"));
+        }
+        if let Err(r) = payload::check(&self.settings().payload, &p.topic_name, &id.uid, &p.payload)
+        {
+            payload_refused(&self.broker, &id, self.peer, &p.topic_name, "publish", &r);
+            return Some(End::Violation("payload-refused"));
         }
         if let Some(end) = self.throttle(p.payload.len()).await {
             return Some(end);

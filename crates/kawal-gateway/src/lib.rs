@@ -5,7 +5,8 @@
 //!   taken from that certificate only, then [`conn`] runs one MQTT session per connection.
 //! - [`frame`] cuts and decodes packets with a size cap checked before buffering (ADR 0004);
 //!   [`topic`] holds the topic rules, [`acl`] the per-device information-flow rules and
-//!   [`limits`] the connection, rate and size limits.
+//!   [`limits`] the connection, rate and size limits, [`payload`] the optional per-topic
+//!   payload rules (size, JSON).
 //! - [`broker`] is the session table and router: clone detection, subscriptions, retained
 //!   messages, wills, dropping a revoked sensor at once.
 //! - [`queue`] keeps what sensors published, sealed in the store, until the upstream has it;
@@ -24,6 +25,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod payload;
 pub mod queue;
 pub mod server;
 pub mod topic;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use crate::payload::PayloadRule;
 use crate::topic::TopicRules;
 
 /// A rate with a burst: `per_s` tokens a second, at most `burst` saved up.
@@ -86,6 +87,9 @@ pub struct Settings {
     pub audit_window: Duration,
     /// Sources tracked at once for handshake rates and audit flood control (default 65,536).
     pub max_tracked_sources: usize,
+    /// Payload rules for sensors' publishes and wills, the first matching one deciding
+    /// (default none: see [`crate::payload`]).
+    pub payload: Vec<PayloadRule>,
 }
 
 impl Default for Settings {
@@ -112,6 +116,7 @@ impl Default for Settings {
             audit_refusals_per_source: 10,
             audit_window: Duration::from_secs(60),
             max_tracked_sources: 65_536,
+            payload: Vec::new(),
         }
     }
 }
@@ -189,6 +194,14 @@ impl Settings {
             "max_tracked_sources",
             positive,
         );
+        for rule in &self.payload {
+            if let Some(problem) = rule.problem(&self.topic, self.max_packet_bytes) {
+                errors.push(SettingsError {
+                    name: "payload",
+                    problem,
+                });
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -526,5 +539,16 @@ mod tests {
         };
         let names: Vec<_> = bad.validate().unwrap_err().iter().map(|e| e.name).collect();
         assert_eq!(names, ["max_packet_bytes", "inflight", "messages_per_s"]);
+        let bad_rule = Settings {
+            payload: vec![PayloadRule {
+                topic: "a/#/b".into(),
+                max_bytes: Some(1),
+                json: crate::payload::JsonCheck::Off,
+            }],
+            ..Settings::default()
+        };
+        let errs = bad_rule.validate().unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].name, "payload");
     }
 }

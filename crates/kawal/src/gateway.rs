@@ -102,6 +102,20 @@ fn limits(config: &ValidConfig) -> kawal_gateway::limits::Settings {
         bytes: Rate::doubled(m.bytes_per_s),
         allow_sources: config.gateway.allow_sources.clone(),
         max_retained: m.max_retained,
+        payload: config
+            .gateway
+            .payload
+            .iter()
+            .map(|r| kawal_gateway::payload::PayloadRule {
+                topic: r.topic.clone(),
+                max_bytes: r.max_bytes,
+                json: match (r.json, r.json_object) {
+                    (false, _) => kawal_gateway::payload::JsonCheck::Off,
+                    (true, false) => kawal_gateway::payload::JsonCheck::Value,
+                    (true, true) => kawal_gateway::payload::JsonCheck::Object,
+                },
+            })
+            .collect(),
         ..kawal_gateway::limits::Settings::default()
     }
 }

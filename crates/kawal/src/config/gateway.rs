@@ -1,4 +1,5 @@
-//! `[mqtt]`, `[mqtt.acl.<role>]`, `[upstream]` and `[sensors]`: the gateway's part of the file.
+//! `[mqtt]`, `[mqtt.acl.<role>]`, `[[mqtt.payload]]`, `[upstream]` and `[sensors]`: the gateway's
+//! part of the file.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -56,6 +57,30 @@ pub struct RawMqtt {
     /// Per-role topic rules; the defaults (`sensor`, `reader`) apply when absent.
     #[serde(default)]
     pub acl: BTreeMap<String, RawAclRole>,
+    /// Per-topic payload rules, in order: the first whose topic matches decides.
+    #[serde(default)]
+    pub payload: Vec<RawPayloadRule>,
+}
+
+/// `[[mqtt.payload]]`: a rule for the payloads sensors publish to (and leave as wills on) the
+/// topics matching `topic` (G045 PL-1-1). Rules are tried in the order written and the
+/// **first** whose topic matches decides; a topic no rule matches is not checked. A payload
+/// that breaks its rule is refused like an ACL denial: no PUBACK, the connection closed,
+/// `mqtt.denied` with `reason = "payload"` in the audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawPayloadRule {
+    /// An MQTT topic filter; `{uid}` stands for the publishing sensor's UID.
+    pub topic: String,
+    /// Largest payload in bytes (1 to `max-packet-bytes`); absent: no limit of its own.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// The payload must be one JSON value in UTF-8.
+    #[serde(default)]
+    pub json: bool,
+    /// With `json = true`: the value must be a JSON object.
+    #[serde(default)]
+    pub json_object: bool,
 }
 
 /// `[mqtt.acl.<role>]`: topic filters with `{uid}` standing for the sensor's UID.
@@ -89,6 +114,7 @@ impl Default for RawMqtt {
             max_topic_depth: d_topic_depth(),
             max_retained: d_retained(),
             acl: BTreeMap::new(),
+            payload: Vec::new(),
         }
     }
 }
@@ -248,6 +274,8 @@ pub struct GatewaySettings {
     pub mqtt: MqttLimits,
     /// Per-role topic rules (defaults merged).
     pub acl: BTreeMap<String, (Vec<String>, Vec<String>)>,
+    /// Payload rules in the order written (the first matching one decides).
+    pub payload: Vec<PayloadRule>,
     /// The upstream, if any.
     pub upstream: Option<Upstream>,
     /// Queue bound in bytes.
@@ -291,6 +319,64 @@ pub struct MqttLimits {
     pub max_topic_depth: usize,
     /// See [`RawMqtt`].
     pub max_retained: usize,
+}
+
+/// A validated `[[mqtt.payload]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRule {
+    /// The topic filter, `{uid}` allowed.
+    pub topic: String,
+    /// Largest payload in bytes.
+    pub max_bytes: Option<usize>,
+    /// The payload must be JSON.
+    pub json: bool,
+    /// The payload must be a JSON object (only with `json`).
+    pub json_object: bool,
+}
+
+/// Checks the `[[mqtt.payload]]` rules against the (already read) limits.
+fn validate_payload(
+    rules: &[RawPayloadRule],
+    limits: &MqttLimits,
+    errors: &mut Vec<String>,
+) -> Vec<PayloadRule> {
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, r) in rules.iter().enumerate() {
+        let key = format!("mqtt.payload[{i}]");
+        let before = errors.len();
+        check_template(&format!("{key}.topic"), &r.topic, errors);
+        // The same sample UID as the gateway uses: the limits are checked on real topics later.
+        let sample = r.topic.replace("{uid}", "u");
+        if errors.len() == before
+            && (sample.len() > limits.max_topic_length
+                || sample.split('/').count() > limits.max_topic_depth)
+        {
+            errors.push(format!(
+                "{key}.topic: '{}' is longer or deeper than mqtt.max-topic-length/-depth allow",
+                r.topic
+            ));
+        }
+        match r.max_bytes {
+            Some(n) if n == 0 || n > limits.max_packet_bytes => errors.push(format!(
+                "{key}.max-bytes: {n} is outside 1..={} (mqtt.max-packet-bytes)",
+                limits.max_packet_bytes
+            )),
+            None if !r.json => errors.push(format!(
+                "{key}: sets neither max-bytes nor json = true, so it would check nothing"
+            )),
+            _ => {}
+        }
+        if r.json_object && !r.json {
+            errors.push(format!("{key}.json-object: needs json = true"));
+        }
+        out.push(PayloadRule {
+            topic: r.topic.clone(),
+            max_bytes: r.max_bytes,
+            json: r.json,
+            json_object: r.json_object,
+        });
+    }
+    out
 }
 
 /// The validated `[upstream]`.
@@ -465,6 +551,7 @@ pub fn validate(
         }
         acl.insert(role, (rules.publish, rules.subscribe));
     }
+    let payload = validate_payload(&mqtt.payload, &limits, errors);
     let upstream = upstream.and_then(|u| validate_upstream(u, errors));
     let queue_drop_oldest = match queue.when_full.as_str() {
         "refuse" => false,
@@ -485,6 +572,7 @@ pub fn validate(
         allow_sources,
         mqtt: limits,
         acl,
+        payload,
         upstream,
         queue_max_bytes: range("queue.max-mib", queue.max_mib, 1, 64 * 1024, errors) * 1024 * 1024,
         queue_drop_oldest,
@@ -553,4 +641,119 @@ fn validate_upstream(u: &RawUpstream, errors: &mut Vec<String>) -> Option<Upstre
         keepalive_s: u.keepalive_s,
         inflight: u.inflight,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        mqtt: RawMqtt,
+    }
+
+    fn check(text: &str) -> (GatewaySettings, Vec<String>) {
+        let doc: Doc = toml::from_str(text).unwrap();
+        let mut errors = Vec::new();
+        let mut insecure = Vec::new();
+        let s = validate(
+            &doc.mqtt,
+            None,
+            &RawQueue::default(),
+            &RawSensors::default(),
+            &mut errors,
+            &mut insecure,
+        );
+        (s, errors)
+    }
+
+    /// G045: PL-1-1
+    /// threat ST-D-10
+    #[test]
+    fn payload_rules_are_read_in_order() {
+        let (s, errors) = check(
+            r#"
+[mqtt]
+max-packet-bytes = 4096
+[[mqtt.payload]]
+topic = "kawal/{uid}/up/telemetry"
+max-bytes = 1024
+json = true
+json-object = true
+[[mqtt.payload]]
+topic = "kawal/+/up/#"
+max-bytes = 4096
+"#,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            s.payload,
+            [
+                PayloadRule {
+                    topic: "kawal/{uid}/up/telemetry".into(),
+                    max_bytes: Some(1024),
+                    json: true,
+                    json_object: true,
+                },
+                PayloadRule {
+                    topic: "kawal/+/up/#".into(),
+                    max_bytes: Some(4096),
+                    json: false,
+                    json_object: false,
+                },
+            ]
+        );
+        let (s, errors) = check("[mqtt]\n");
+        assert!(errors.is_empty() && s.payload.is_empty(), "{errors:?}");
+    }
+
+    /// G045: PL-1-1
+    /// threat ST-D-10
+    #[test]
+    fn bad_payload_rules_are_refused_naming_the_key() {
+        let (_, errors) = check(
+            r#"
+[mqtt]
+max-packet-bytes = 4096
+max-topic-depth = 4
+[[mqtt.payload]]
+topic = "kawal/#/up"
+json = true
+[[mqtt.payload]]
+topic = "kawal/{device}/up"
+max-bytes = 10
+[[mqtt.payload]]
+topic = "a"
+max-bytes = 0
+[[mqtt.payload]]
+topic = "a"
+max-bytes = 4097
+[[mqtt.payload]]
+topic = "a"
+[[mqtt.payload]]
+topic = "a"
+max-bytes = 10
+json-object = true
+[[mqtt.payload]]
+topic = "a/b/c/d/e"
+json = true
+"#,
+        );
+        let expect = [
+            "mqtt.payload[0].topic",
+            "mqtt.payload[1].topic",
+            "mqtt.payload[2].max-bytes: 0",
+            "mqtt.payload[3].max-bytes: 4097",
+            "mqtt.payload[4]: sets neither",
+            "mqtt.payload[5].json-object",
+            "mqtt.payload[6].topic",
+        ];
+        assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+        for (e, want) in errors.iter().zip(expect) {
+            assert!(e.starts_with(want), "{e} should start with {want}");
+        }
+        // Unknown keys in a rule are refused by the parser.
+        let doc = toml::from_str::<Doc>("[[mqtt.payload]]\ntopic = \"a\"\nmax-size = 1\n");
+        assert!(doc.is_err_and(|e| e.to_string().contains("max-size")));
+    }
 }
