@@ -229,6 +229,11 @@ impl Session {
         self.send_publish_locked(&mut out, p, qos).ok_or(())
     }
 
+    /// Whether `pid` is a delivery to this client still waiting for its PUBACK.
+    pub fn awaits_ack(&self, pid: Pid) -> bool {
+        lock(&self.out).inflight.contains_key(&pid.value())
+    }
+
     /// The client acknowledged `pid`: releases it and sends what waited for the window.
     /// Returns the bytes sent for released messages (for the counters).
     pub fn acked(&self, pid: Pid) -> usize {

@@ -614,8 +614,11 @@ impl<S: AsyncRead + Unpin> Running<S> {
 
     async fn handle(&mut self, packet: Packet) -> Option<End> {
         // Every packet costs a message token (a SUBSCRIBE or PINGREQ flood is a flood too);
-        // PUBLISH also costs its payload bytes.
+        // PUBLISH also costs its payload bytes. A PUBACK for one of our own deliveries is
+        // free: a reader must be able to take more than its own publishing rate.
+        let answers_us = matches!(&packet, Packet::Puback(pid) if self.session.awaits_ack(*pid));
         if !matches!(packet, Packet::Publish(_))
+            && !answers_us
             && let Some(end) = self.throttle(0).await
         {
             return Some(end);

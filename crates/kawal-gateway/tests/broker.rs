@@ -405,6 +405,36 @@ async fn no_puback_when_the_uplink_refuses() {
 }
 
 /// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
+/// The rate limit is on what a sensor sends: a reader acknowledging deliveries at 20 times its
+/// own message rate is neither throttled nor disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledging_deliveries_does_not_count_against_the_rate() {
+    let fx = Fixture::start(Settings {
+        messages: Rate { per_s: 5, burst: 5 },
+        throttle_grace: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    let r1 = fx.ca.sensor("r1");
+    let mut reader = Client::connected(fx.addr(), &fx.connector(&r1), "r1").await;
+    reader.subscribe(&["kawal/+/up/#"]).await;
+    for i in 0..100u32 {
+        let n = fx
+            .server
+            .broker()
+            .publish_local("kawal/s9/up/t", &Bytes::from(i.to_string()), 1)
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    for i in 0..100u32 {
+        let p = reader.next_publish().await;
+        assert_eq!(p.payload, Bytes::from(i.to_string()));
+    }
+    assert_eq!(fx.server.stats().rate_limited, 0);
+    fx.stop().await;
+}
+
+/// G045: PL-3-1 (threat ST-G-1: denial of service, as Annex A maps it)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_over_its_rate_is_throttled_then_disconnected() {
     let fx = Fixture::start(Settings {
