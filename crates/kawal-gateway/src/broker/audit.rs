@@ -1,0 +1,244 @@
+//! The broker's audit writer: a dedicated thread, and flood control for what peers can cause
+//! at will (see [`Auditor`]).
+#[allow(
+    clippy::wildcard_imports,
+    reason = "the broker's own types and imports"
+)]
+use super::*;
+
+/// Audit events queued for the writer thread at most; beyond that they are dropped and
+/// counted ([`Stats::audit_dropped`]) rather than blocking the network.
+pub const AUDIT_QUEUE: usize = 8192;
+/// Sources whose flood-controlled events are counted individually per window; events from
+/// further sources are counted together.
+pub const AUDIT_TRACKED_SOURCES: usize = 1024;
+/// Flood-controlled events written individually per window over all sources.
+pub const AUDIT_INDIVIDUAL_PER_WINDOW: u32 = 200;
+/// Summary events written per window; the rest are folded into one.
+pub const AUDIT_SUMMARIES_PER_WINDOW: usize = 100;
+/// UIDs named in one summary at most.
+pub const AUDIT_SUMMARY_UIDS: usize = 16;
+
+enum Job {
+    Event(Box<Event>),
+    Barrier(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct SourceCount {
+    written: u32,
+    suppressed: u64,
+    kinds: BTreeMap<String, u64>,
+    uids: std::collections::BTreeSet<String>,
+}
+
+impl SourceCount {
+    fn absorb(&mut self, other: SourceCount) {
+        self.suppressed += other.suppressed;
+        for (k, n) in other.kinds {
+            *self.kinds.entry(k).or_insert(0) += n;
+        }
+        for u in other.uids {
+            if self.uids.len() < AUDIT_SUMMARY_UIDS {
+                self.uids.insert(u);
+            }
+        }
+    }
+}
+
+struct Flood {
+    window_start: Instant,
+    written: u32,
+    sources: HashMap<IpAddr, SourceCount>,
+    other: SourceCount,
+}
+
+/// Writes audit events from a dedicated thread, with flood control for what peers can cause
+/// at will.
+///
+/// Refusals (`mqtt.refused`: source, limits, TLS, CONNECT checks, registry), denials
+/// (`mqtt.denied`: ACL and payload rules) and malformed input (`mqtt.malformed`) are caused by the peer, as often as
+/// it likes, so they go through [`Auditor::limited`]: per window
+/// ([`Settings::audit_window`], default 60 s) each source (IPv4 address or IPv6 /64) gets its
+/// first [`Settings::audit_refusals_per_source`] (default 10) events written individually,
+/// and at most [`AUDIT_INDIVIDUAL_PER_WINDOW`] are written individually in total; the rest
+/// are only counted. When the window ends, one `mqtt.events-suppressed` event per source
+/// records the count, the kinds (`event/reason:count`) and up to [`AUDIT_SUMMARY_UIDS`] UIDs
+/// (at most [`AUDIT_SUMMARIES_PER_WINDOW`] summaries, the rest folded into one with `source` =
+/// `other`). So a flood writes at most about 300 events a window, whatever its size.
+///
+/// Events of admitted sessions (`mqtt.connected`, `mqtt.disconnected`,
+/// `mqtt.clone-detected`, `mqtt.rate-limited`, `mqtt.slow-reader`, ...) are always written:
+/// they need an enrolled, unrevoked certificate and are bounded by the handshake rate.
+pub struct Auditor {
+    tx: std::sync::mpsc::SyncSender<Job>,
+    pub(super) dropped: AtomicU64,
+    pub(super) suppressed: AtomicU64,
+    flood: Mutex<Flood>,
+    per_source: u32,
+    window: Duration,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    pub(super) fn new(log: Arc<AuditLog>, settings: &Settings) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(AUDIT_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("kawal-mqtt-audit".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    match job {
+                        Job::Event(e) => {
+                            if let Err(err) = log.append(*e) {
+                                tracing::error!(%err, "audit event not written");
+                            }
+                        }
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            // Without the thread every event counts as dropped: visible in the stats.
+            tracing::error!(%err, "could not start the MQTT audit thread");
+        }
+        Self {
+            tx,
+            dropped: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            flood: Mutex::new(Flood {
+                window_start: Instant::now(),
+                written: 0,
+                sources: HashMap::new(),
+                other: SourceCount::default(),
+            }),
+            per_source: settings.audit_refusals_per_source,
+            window: settings.audit_window,
+        }
+    }
+
+    /// Queues `event`; if the queue is full it is dropped and counted.
+    pub fn record(&self, event: Event) {
+        if self.tx.try_send(Job::Event(Box::new(event))).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("audit queue full: event dropped");
+        }
+    }
+
+    /// Resolves once every event queued before the call has been appended (or dropped).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.try_send(Job::Barrier(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Records `event`, caused by the peer at `source`, under flood control (see the type's
+    /// documentation). `kind` (e.g. `mqtt.refused/no-certificate`) and `uid` go into the
+    /// summary when the event is only counted.
+    pub fn limited(&self, source: IpAddr, kind: &str, uid: Option<&str>, event: Event) {
+        let now = Instant::now();
+        self.roll(now);
+        let individually = {
+            let mut f = lock(&self.flood);
+            let key = source_key(source);
+            let total_ok = f.written < AUDIT_INDIVIDUAL_PER_WINDOW;
+            let tracked = f.sources.contains_key(&key) || f.sources.len() < AUDIT_TRACKED_SOURCES;
+            let per_source = self.per_source;
+            let count = if tracked {
+                f.sources.entry(key).or_default()
+            } else {
+                &mut f.other
+            };
+            if tracked && total_ok && count.written < per_source {
+                count.written += 1;
+                f.written += 1;
+                true
+            } else {
+                count.suppressed += 1;
+                *count.kinds.entry(kind.to_owned()).or_insert(0) += 1;
+                if let Some(u) = uid
+                    && count.uids.len() < AUDIT_SUMMARY_UIDS
+                {
+                    count.uids.insert(u.to_owned());
+                }
+                false
+            }
+        };
+        if individually {
+            self.record(event);
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A refusal before the peer proved an identity: `mqtt.refused` with `reason`, `source`
+    /// and `detail`, under flood control.
+    pub fn refusal(&self, source: IpAddr, reason: &'static str, detail: Option<&str>) {
+        let mut e = Event::new("mqtt.refused", ANONYMOUS_ACTOR, Outcome::Denied)
+            .with("reason", reason)
+            .with("source", source.to_string());
+        if let Some(d) = detail {
+            e = e.with("detail", d);
+        }
+        self.limited(source, &format!("mqtt.refused/{reason}"), None, e);
+    }
+
+    /// Writes the summaries of a window that has ended (called on every flood-controlled
+    /// event and every second by the server).
+    pub fn roll(&self, now: Instant) {
+        let (sources, mut other, window_s) = {
+            let mut f = lock(&self.flood);
+            if now.saturating_duration_since(f.window_start) < self.window {
+                return;
+            }
+            let window_s = now.saturating_duration_since(f.window_start).as_secs();
+            f.window_start = now;
+            f.written = 0;
+            (
+                std::mem::take(&mut f.sources),
+                std::mem::take(&mut f.other),
+                window_s,
+            )
+        };
+        let mut written = 0;
+        for (source, c) in sources {
+            if c.suppressed == 0 {
+                continue;
+            }
+            if written < AUDIT_SUMMARIES_PER_WINDOW {
+                written += 1;
+                self.record(summary(&source.to_string(), &c, window_s));
+            } else {
+                other.absorb(c);
+            }
+        }
+        if other.suppressed > 0 {
+            self.record(summary("other", &other, window_s));
+        }
+    }
+}
+
+fn summary(source: &str, c: &SourceCount, window_s: u64) -> Event {
+    let kinds = c
+        .kinds
+        .iter()
+        .map(|(k, n)| format!("{k}:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let uids = c.uids.iter().cloned().collect::<Vec<_>>().join(",");
+    Event::new("mqtt.events-suppressed", ANONYMOUS_ACTOR, Outcome::Denied)
+        .with("source", source)
+        .with("count", c.suppressed)
+        .with("kinds", kinds)
+        .with("uids", uids)
+        .with("window_s", window_s)
+}
