@@ -211,7 +211,11 @@ impl Gateway {
             .collect();
         segs.sort();
         for s in segs {
-            for line in std::fs::read_to_string(s).unwrap().lines() {
+            let text = std::fs::read_to_string(s).unwrap();
+            // The daemon may be writing while a test polls: a last line without its newline
+            // is not complete yet, and is read at the next poll.
+            let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+            for line in complete.lines() {
                 out.push(serde_json::from_str(line).unwrap());
             }
         }
