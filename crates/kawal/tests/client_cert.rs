@@ -1,5 +1,5 @@
 //! Automation authenticates with a client certificate mapped to an account (PL-3-2): a real
-//! CA and client certificate made by `openssl`, presented to the running daemon by rustls.
+//! CA and client certificates made by `openssl` (the shared test-PKI helpers), presented to the running daemon by rustls.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,115 +7,41 @@
     reason = "test code: a failure should stop the test loudly"
 )]
 mod common;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::gateway::*;
+use common::sensors::{issue, test_ca};
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::Value;
 
 const ADMIN_PW: &str = "Bukit-Gasing-Lantern-58";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed by scripts/test.sh");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and one client certificate it issued, under `dir` with `name` as prefix; returns the
-/// client's key and certificate as one PEM.
-fn issue(dir: &Path, name: &str) -> String {
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    openssl(
+/// A client key and certificate for `name` that the CA `ca` issues (clientAuth); returns the
+/// certificate's path and the key and certificate as one PEM, as clients present them.
+fn client(dir: &Path, name: &str, ca: &(PathBuf, PathBuf)) -> (PathBuf, String) {
+    let (cert, key) = issue(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name} automation CA"),
-        ],
-    );
-    client(dir, name, name)
-}
-
-/// A client key and certificate `name` issued by the CA `ca` (made by [`issue`]); returns the
-/// key and certificate as one PEM, as clients present them.
-fn client(dir: &Path, name: &str, ca: &str) -> String {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}-robot"),
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
+        (&ca.0, &ca.1),
+        &format!("{name}-robot"),
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}-ca.pem"),
-            "-CAkey",
-            &format!("{ca}-ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
     );
-    let cert = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap();
-    let key = std::fs::read_to_string(dir.join(format!("{name}.key"))).unwrap();
-    format!("{key}{cert}")
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(&key).unwrap(),
+        std::fs::read_to_string(&cert).unwrap()
+    );
+    (cert, pem)
 }
 
-fn fingerprint(dir: &Path, cert_file: &str) -> String {
+fn fingerprint(cert_file: &Path) -> String {
     let out = Command::new("openssl")
-        .current_dir(dir)
         .args([
             "x509",
             "-in",
-            cert_file,
+            common::d(cert_file),
             "-noout",
             "-fingerprint",
             "-sha256",
@@ -145,12 +71,14 @@ fn with_identity(gw: &Gateway, identity_pem: &str) -> Client {
 #[test]
 fn a_mapped_client_certificate_acts_as_its_account_and_nothing_else_does() {
     let certs = tempfile::tempdir().unwrap();
-    let robot = issue(certs.path(), "robot");
-    let stray = issue(certs.path(), "stray");
+    let robot_ca = test_ca(certs.path(), "robot automation CA");
+    let stray_ca = test_ca(certs.path(), "stray automation CA");
+    let (robot_cert, robot) = client(certs.path(), "robot", &robot_ca);
+    let (_, stray) = client(certs.path(), "stray", &stray_ca);
     // A second certificate from the trusted CA, but not mapped to any account.
-    let unmapped = client(certs.path(), "unmapped", "robot");
-    let fp = fingerprint(certs.path(), "robot.pem");
-    let ca_file = certs.path().join("robot-ca.pem");
+    let (_, unmapped) = client(certs.path(), "unmapped", &robot_ca);
+    let fp = fingerprint(&robot_cert);
+    let ca_file = robot_ca.0;
     let mut gw = Gateway::start_with(|cfg| {
         set(cfg, "api", "client-ca-file", ca_file.to_str().unwrap());
         let mut map = toml::Table::new();

@@ -240,10 +240,27 @@ pub fn openssl(args: &[&str]) -> Output {
 
 /// A self-signed P-256 certificate and key for `cn` in `dir` (a sensor nobody enrolled).
 pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let san = format!("subjectAltName=URI:urn:kawal:sensor:{cn}");
+    self_signed_with(
+        dir,
+        cn,
+        (format!("{cn}.crt.pem"), format!("{cn}.key.pem")),
+        &[&san, "extendedKeyUsage=clientAuth"],
+    )
+}
+
+/// A self-signed P-256 certificate for `cn` with the extensions `addext`, written to `files`
+/// (certificate, key) in `dir`.
+fn self_signed_with(
+    dir: &Path,
+    cn: &str,
+    (cert, key): (String, String),
+    addext: &[&str],
+) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
-    let key = dir.join(format!("{cn}.key.pem"));
-    let cert = dir.join(format!("{cn}.crt.pem"));
-    let o = openssl(&[
+    let (cert, key) = (dir.join(cert), dir.join(key));
+    let subject = format!("/CN={cn}");
+    let mut args = vec![
         "req",
         "-x509",
         "-newkey",
@@ -256,15 +273,14 @@ pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
         "-out",
         d(&cert),
         "-subj",
-        &format!("/CN={cn}"),
+        &subject,
         "-days",
         "2",
-        "-addext",
-        &format!("subjectAltName=URI:urn:kawal:sensor:{cn}"),
-        "-addext",
-        "extendedKeyUsage=clientAuth",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ];
+    for e in addext {
+        args.extend(["-addext", e]);
+    }
+    ok(&openssl(&args));
     (cert, key)
 }
 
@@ -279,31 +295,15 @@ fn ok(o: &Output) {
 
 /// A throw-away P-256 CA named `cn` in `dir`: (certificate, key).
 pub fn test_ca(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let cert = dir.join(format!("{cn}.ca.crt"));
-    let key = dir.join(format!("{cn}.ca.key"));
-    ok(&openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        d(&key),
-        "-out",
-        d(&cert),
-        "-subj",
-        &format!("/CN={cn}"),
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=keyCertSign,cRLSign",
-    ]));
-    (cert, key)
+    self_signed_with(
+        dir,
+        cn,
+        (format!("{cn}.ca.crt"), format!("{cn}.ca.key")),
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=keyCertSign,cRLSign",
+        ],
+    )
 }
 
 /// A P-256 key and a certificate for `cn` that the CA `(ca, ca_key)` issues with the
