@@ -173,7 +173,7 @@ pub async fn logout(
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Response {
     if let Via::Session { token, .. } = &p.via {
-        flow::logout(&state, &p.user, token);
+        flow::logout(&state, &p.user, token).await;
     }
     let mut res = Json(json!({ "ok": true })).into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
@@ -344,18 +344,22 @@ pub async fn add_account(
         .add(&body.username, role, &pw, AppState::wall())
     {
         Ok(a) => {
-            state.record(
-                Event::new("account.created", &p.user, Outcome::Success)
-                    .with("user", a.username.as_str())
-                    .with("role", a.role.as_str()),
-            );
+            state
+                .record(
+                    Event::new("account.created", &p.user, Outcome::Success)
+                        .with("user", a.username.as_str())
+                        .with("role", a.role.as_str()),
+                )
+                .await;
             (StatusCode::CREATED, Json(json!({ "username": a.username, "role": a.role.as_str(), "must_change_password": a.must_change }))).into_response()
         }
         Err(e) => {
-            state.record(
-                Event::new("account.create-refused", &p.user, Outcome::Denied)
-                    .with("reason", e.to_string()),
-            );
+            state
+                .record(
+                    Event::new("account.create-refused", &p.user, Outcome::Denied)
+                        .with("reason", e.to_string()),
+                )
+                .await;
             reply::account_error(&e)
         }
     }
@@ -367,7 +371,7 @@ pub async fn remove_account(
     axum::Extension(p): axum::Extension<Principal>,
     Name(name): Name,
 ) -> Response {
-    account_change(&state, &p, &name, &Change::Remove)
+    account_change(&state, &p, &name, &Change::Remove).await
 }
 
 /// `POST /api/v1/accounts/{name}/role`.
@@ -385,7 +389,7 @@ pub async fn set_role(
     Body(body): Body<RoleBody>,
 ) -> Response {
     match body.role.parse::<Role>() {
-        Ok(r) => account_change(&state, &p, &name, &Change::Role(r)),
+        Ok(r) => account_change(&state, &p, &name, &Change::Role(r)).await,
         Err(_) => bad_role(),
     }
 }
@@ -410,6 +414,7 @@ pub async fn reset_password(
         &name,
         &Change::Reset(SecretString::new(body.password)),
     )
+    .await
 }
 
 /// `POST /api/v1/accounts/{name}/disable`.
@@ -418,7 +423,7 @@ pub async fn disable(
     axum::Extension(p): axum::Extension<Principal>,
     Name(name): Name,
 ) -> Response {
-    account_change(&state, &p, &name, &Change::Disable)
+    account_change(&state, &p, &name, &Change::Disable).await
 }
 
 /// `POST /api/v1/accounts/{name}/enable`.
@@ -427,7 +432,7 @@ pub async fn enable(
     axum::Extension(p): axum::Extension<Principal>,
     Name(name): Name,
 ) -> Response {
-    account_change(&state, &p, &name, &Change::Enable)
+    account_change(&state, &p, &name, &Change::Enable).await
 }
 
 /// `POST /api/v1/accounts/{name}/unlock`.
@@ -436,7 +441,7 @@ pub async fn unlock(
     axum::Extension(p): axum::Extension<Principal>,
     Name(name): Name,
 ) -> Response {
-    account_change(&state, &p, &name, &Change::Unlock)
+    account_change(&state, &p, &name, &Change::Unlock).await
 }
 
 /// A change to an account by an administrator.
@@ -464,7 +469,7 @@ impl Change {
 
 /// Applies `change` to `name`, ends the account's sessions where its rights changed, and
 /// records the outcome either way.
-pub(crate) fn apply_change(
+pub(crate) async fn apply_change(
     state: &AppState,
     by: &Principal,
     name: &str,
@@ -500,15 +505,15 @@ pub(crate) fn apply_change(
         Ok(None) => {}
         Err(err) => e = e.with("reason", err.to_string()),
     }
-    state.record(e);
+    state.record(e).await;
     if result.is_ok() && !matches!(change, Change::Enable | Change::Unlock) {
-        state.end_sessions(name, change.event(), &by.user);
+        state.end_sessions(name, change.event(), &by.user).await;
     }
     result
 }
 
-fn account_change(state: &AppState, by: &Principal, name: &str, change: &Change) -> Response {
-    match apply_change(state, by, name, change) {
+async fn account_change(state: &AppState, by: &Principal, name: &str, change: &Change) -> Response {
+    match apply_change(state, by, name, change).await {
         Ok(detail) => Json(json!({ "ok": true, "user": name, "change": detail })).into_response(),
         Err(e) => reply::account_error(&e),
     }
@@ -520,6 +525,10 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     if let Some(obj) = h.as_object_mut() {
         obj.insert("live_sessions".into(), json!(state.live_sessions()));
         obj.insert("login_pool_refused".into(), json!(state.pool.refused()));
+        obj.insert(
+            "api_events_suppressed".into(),
+            json!(state.flood.suppressed()),
+        );
     }
     Json(h).into_response()
 }

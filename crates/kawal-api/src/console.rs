@@ -233,7 +233,7 @@ pub async fn logout(
     Extension(p): Extension<Principal>,
 ) -> Response {
     if let Via::Session { token, .. } = &p.via {
-        flow::logout(&state, &p.user, token);
+        flow::logout(&state, &p.user, token).await;
     }
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
@@ -699,22 +699,30 @@ pub async fn add_account(
         .add(&f.username, Some(role), &pw, AppState::wall())
     {
         Ok(a) => {
-            state.record(
-                kawal_audit::Event::new("account.created", &p.user, kawal_audit::Outcome::Success)
+            state
+                .record(
+                    kawal_audit::Event::new(
+                        "account.created",
+                        &p.user,
+                        kawal_audit::Outcome::Success,
+                    )
                     .with("user", a.username.as_str())
                     .with("role", a.role.as_str()),
-            );
+                )
+                .await;
             Redirect::to("/accounts?done=created").into_response()
         }
         Err(e) => {
-            state.record(
-                kawal_audit::Event::new(
-                    "account.create-refused",
-                    &p.user,
-                    kawal_audit::Outcome::Denied,
+            state
+                .record(
+                    kawal_audit::Event::new(
+                        "account.create-refused",
+                        &p.user,
+                        kawal_audit::Outcome::Denied,
+                    )
+                    .with("reason", e.to_string()),
                 )
-                .with("reason", e.to_string()),
-            );
+                .await;
             accounts_page(
                 &state,
                 &p,
@@ -795,7 +803,7 @@ pub async fn change_account(
     if let Err(res) = confirm(&state, &p, f.your_password).await {
         return res;
     }
-    match apply_change(&state, &p, &name, &change) {
+    match apply_change(&state, &p, &name, &change).await {
         Ok(_) if name == p.user && !matches!(change, Change::Enable | Change::Unlock) => {
             // The caller changed their own account: their session ended with the others.
             Redirect::to("/login?ended=revoked").into_response()

@@ -54,14 +54,21 @@ pub async fn check_password(
     purpose: &'static str,
 ) -> Result<Account, LoginRefused> {
     let now = AppState::wall();
-    if let Some(wait) = lock(&state.penalties).check(ip, now) {
-        state.record(
-            Event::new("login.refused", "unknown", Outcome::Denied)
-                .with("reason", "source-penalty")
-                .with("purpose", purpose)
-                .with("source", ip.to_string())
-                .with("retry_after", wait),
-        );
+    let penalised = lock(&state.penalties).check(ip, now);
+    if let Some(wait) = penalised {
+        // Costs the peer nothing, so it can come at line rate: flood-controlled.
+        state
+            .record_limited(
+                ip,
+                "login.refused/source-penalty",
+                None,
+                Event::new("login.refused", "unknown", Outcome::Denied)
+                    .with("reason", "source-penalty")
+                    .with("purpose", purpose)
+                    .with("source", ip.to_string())
+                    .with("retry_after", wait),
+            )
+            .await;
         return Err(LoginRefused::Penalised(wait));
     }
     let auth = Arc::clone(&state.authenticator);
@@ -74,12 +81,17 @@ pub async fn check_password(
     let outcome = match outcome {
         Ok(o) => o,
         Err(_) => {
-            state.record(
-                Event::new("login.refused", "unknown", Outcome::Denied)
-                    .with("reason", "busy")
-                    .with("purpose", purpose)
-                    .with("source", ip.to_string()),
-            );
+            state
+                .record_limited(
+                    ip,
+                    "login.refused/busy",
+                    None,
+                    Event::new("login.refused", "unknown", Outcome::Denied)
+                        .with("reason", "busy")
+                        .with("purpose", purpose)
+                        .with("source", ip.to_string()),
+                )
+                .await;
             return Err(LoginRefused::Busy);
         }
     };
@@ -103,14 +115,16 @@ pub async fn check_password(
             if let Some(p) = penalty {
                 e = e.with("source_penalty", p);
             }
-            state.record(e);
+            state.record(e).await;
             if let Some(until) = fail.locked_now {
-                state.record(
-                    Event::new("account.locked", "kawal-api", Outcome::Info)
-                        .with("user", user)
-                        .with("until_unix", until)
-                        .with("source", ip.to_string()),
-                );
+                state
+                    .record(
+                        Event::new("account.locked", "kawal-api", Outcome::Info)
+                            .with("user", user)
+                            .with("until_unix", until)
+                            .with("source", ip.to_string()),
+                    )
+                    .await;
             }
             Err(LoginRefused::Failed)
         }
@@ -137,42 +151,52 @@ pub async fn login(
     match started {
         Ok((token, ended)) => {
             for (s, why) in ended {
-                state.record(
-                    Event::new("session.ended", "kawal-api", Outcome::Info)
-                        .with("user", s.user.as_str())
-                        .with("reason", ended_reason(why)),
-                );
+                state
+                    .record(
+                        Event::new("session.ended", "kawal-api", Outcome::Info)
+                            .with("user", s.user.as_str())
+                            .with("reason", ended_reason(why)),
+                    )
+                    .await;
             }
-            state.record(
-                Event::new("login.succeeded", &account.username, Outcome::Success)
-                    .with("role", account.role.as_str())
-                    .with("must_change", account.must_change)
-                    .with("source", ip.to_string()),
-            );
-            state.record(
-                Event::new("session.started", &account.username, Outcome::Info)
-                    .with("source", ip.to_string()),
-            );
+            state
+                .record(
+                    Event::new("login.succeeded", &account.username, Outcome::Success)
+                        .with("role", account.role.as_str())
+                        .with("must_change", account.must_change)
+                        .with("source", ip.to_string()),
+                )
+                .await;
+            state
+                .record(
+                    Event::new("session.started", &account.username, Outcome::Info)
+                        .with("source", ip.to_string()),
+                )
+                .await;
             Ok(Started { token, account })
         }
         Err(_) => {
-            state.record(
-                Event::new("login.refused", &account.username, Outcome::Denied)
-                    .with("reason", "admin-session-active")
-                    .with("source", ip.to_string()),
-            );
+            state
+                .record(
+                    Event::new("login.refused", &account.username, Outcome::Denied)
+                        .with("reason", "admin-session-active")
+                        .with("source", ip.to_string()),
+                )
+                .await;
             Err(LoginRefused::AdminSessionActive)
         }
     }
 }
 
 /// Ends one session.
-pub fn logout(state: &AppState, user: &str, token: &str) {
+pub async fn logout(state: &AppState, user: &str, token: &str) {
     if lock(&state.sessions)
         .logout(token, &state.session_key)
         .is_some()
     {
-        state.record(Event::new("session.ended", user, Outcome::Info).with("reason", "logout"));
+        state
+            .record(Event::new("session.ended", user, Outcome::Info).with("reason", "logout"))
+            .await;
     }
 }
 
@@ -206,13 +230,17 @@ pub async fn change_password(
                 .join("; "),
             other => other.to_string(),
         };
-        state.record(
-            Event::new("password.change-refused", user, Outcome::Denied).with("reason", reason),
-        );
+        state
+            .record(
+                Event::new("password.change-refused", user, Outcome::Denied).with("reason", reason),
+            )
+            .await;
         return Err(ChangeRefused::Account(e));
     }
-    state.record(Event::new("password.changed", user, Outcome::Success).with("by", "self"));
-    state.end_sessions(user, "password-changed", user);
+    state
+        .record(Event::new("password.changed", user, Outcome::Success).with("by", "self"))
+        .await;
+    state.end_sessions(user, "password-changed", user).await;
     let account = state
         .directory
         .get(user)
@@ -229,11 +257,13 @@ pub async fn change_password(
             &policy,
         )
         .map_err(|_| ChangeRefused::Login(LoginRefused::AdminSessionActive))?;
-    state.record(
-        Event::new("session.started", user, Outcome::Info)
-            .with("source", ip.to_string())
-            .with("after", "password-change"),
-    );
+    state
+        .record(
+            Event::new("session.started", user, Outcome::Info)
+                .with("source", ip.to_string())
+                .with("after", "password-change"),
+        )
+        .await;
     Ok(token)
 }
 
@@ -265,11 +295,13 @@ pub async fn reauth(
             &state.session_key,
         )
     });
-    state.record(
-        Event::new("reauth.succeeded", user, Outcome::Success)
-            .with("source", ip.to_string())
-            .with("session_rotated", fresh.is_some()),
-    );
+    state
+        .record(
+            Event::new("reauth.succeeded", user, Outcome::Success)
+                .with("source", ip.to_string())
+                .with("session_rotated", fresh.is_some()),
+        )
+        .await;
     Ok((proof, fresh))
 }
 
@@ -281,10 +313,12 @@ pub async fn confirm(
     password: SecretString,
 ) -> Result<(), LoginRefused> {
     check_password(state, ip, user, password, "reauth").await?;
-    state.record(
-        Event::new("reauth.succeeded", user, Outcome::Success)
-            .with("source", ip.to_string())
-            .with("inline", true),
-    );
+    state
+        .record(
+            Event::new("reauth.succeeded", user, Outcome::Success)
+                .with("source", ip.to_string())
+                .with("inline", true),
+        )
+        .await;
     Ok(())
 }

@@ -86,7 +86,14 @@ pub async fn guard(
     };
 
     if route.changes_state() && cross_site(req.headers()) {
-        state.record(event("csrf.refused", "unknown", Outcome::Denied).with("check", "origin"));
+        state
+            .record_limited(
+                ip,
+                "csrf.refused/origin",
+                None,
+                event("csrf.refused", "unknown", Outcome::Denied).with("check", "origin"),
+            )
+            .await;
         return refuse(Refusal::Forbidden);
     }
 
@@ -116,9 +123,12 @@ pub async fn guard(
                 .as_deref()
                 .is_some_and(|p| kawal_crypto::ct_eq(p.as_bytes(), csrf.as_bytes()));
             if !ok {
-                state.record(
-                    event("csrf.refused", &principal.user, Outcome::Denied).with("check", "token"),
-                );
+                state
+                    .record(
+                        event("csrf.refused", &principal.user, Outcome::Denied)
+                            .with("check", "token"),
+                    )
+                    .await;
                 return refuse(Refusal::Forbidden);
             }
         }
@@ -129,11 +139,13 @@ pub async fn guard(
         return refuse(Refusal::MustChangePassword);
     }
     if !route.allows(principal.role) {
-        state.record(
-            event("access.denied", &principal.user, Outcome::Denied)
-                .with("role", principal.role.as_str())
-                .with("needs", route.needs()),
-        );
+        state
+            .record(
+                event("access.denied", &principal.user, Outcome::Denied)
+                    .with("role", principal.role.as_str())
+                    .with("needs", route.needs()),
+            )
+            .await;
         return refuse(Refusal::Forbidden);
     }
     if route.reauth && route.kind == Kind::Api {
@@ -143,10 +155,12 @@ pub async fn guard(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if !take_proof(&state, proof.as_deref(), &principal.user) {
-            state.record(
-                event("reauth.required", &principal.user, Outcome::Denied)
-                    .with("presented", proof.is_some()),
-            );
+            state
+                .record(
+                    event("reauth.required", &principal.user, Outcome::Denied)
+                        .with("presented", proof.is_some()),
+                )
+                .await;
             return refuse(Refusal::ReauthRequired);
         }
     }
@@ -188,7 +202,7 @@ fn identify(
                 if let Some(reason) = why {
                     // Idle and lifetime ends are noticed here, at the holder's next request.
                     if matches!(reason, "idle" | "lifetime") {
-                        state.record(
+                        state.record_nowait(
                             Event::new("session.ended", "kawal-api", Outcome::Info)
                                 .with("reason", reason)
                                 .with("source", ip.to_string()),

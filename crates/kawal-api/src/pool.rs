@@ -5,8 +5,9 @@
 //! The workers are the pool's own threads at a lower CPU priority (nice 10): on a small
 //! gateway whose cores a flood keeps busy hashing, the API, the console and the MQTT
 //! sessions still get the CPU first.
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -19,10 +20,65 @@ const WORKER_NICE: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Jobs waiting for a worker: reserved callers' first, so the management network's login
+/// does not wait behind a flood's queue.
+#[derive(Default)]
+struct Lanes {
+    reserved: VecDeque<Job>,
+    others: VecDeque<Job>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Jobs {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+}
+
+impl Jobs {
+    fn lock(&self) -> MutexGuard<'_, Lanes> {
+        // Jobs run outside the lock, so a poisoned lock holds consistent queues.
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next job, reserved lane first; `None` once the pool is dropped.
+    fn next(&self) -> Option<Job> {
+        let mut lanes = self.lock();
+        loop {
+            if let Some(job) = lanes
+                .reserved
+                .pop_front()
+                .or_else(|| lanes.others.pop_front())
+            {
+                return Some(job);
+            }
+            if lanes.closed {
+                return None;
+            }
+            lanes = self
+                .ready
+                .wait(lanes)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn push(&self, reserved: bool, job: Job) {
+        let mut lanes = self.lock();
+        if reserved {
+            lanes.reserved.push_back(job);
+        } else {
+            lanes.others.push_back(job);
+        }
+        drop(lanes);
+        self.ready.notify_one();
+    }
+}
+
 /// Runs CPU-heavy password checks on `workers` low-priority threads.
-#[derive(Debug)]
 pub struct VerifyPool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: Arc<Jobs>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
     reserve: usize,
@@ -38,19 +94,30 @@ impl Drop for Admission {
     }
 }
 
+impl std::fmt::Debug for VerifyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyPool")
+            .field("capacity", &self.capacity)
+            .field("reserve", &self.reserve)
+            .field("refused", &self.refused())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for VerifyPool {
+    fn drop(&mut self) {
+        // Workers finish what is queued, then stop.
+        self.jobs.lock().closed = true;
+        self.jobs.ready.notify_all();
+    }
+}
+
 /// One worker: lowers its own priority, then runs jobs until the pool is dropped.
-fn worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(jobs: &Jobs) {
     lower_priority();
-    loop {
-        let next = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        match next {
-            // A panicking check must not take the worker with it.
-            Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
-            Err(_) => return,
-        }
+    while let Some(job) = jobs.next() {
+        // A panicking check must not take the worker with it.
+        drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)));
     }
 }
 
@@ -66,19 +133,18 @@ impl VerifyPool {
     /// `workers` jobs run at once; `queue` more may wait.
     pub fn new(workers: usize, queue: usize) -> Self {
         let workers = workers.max(1);
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let jobs = Arc::new(Jobs::default());
         for i in 0..workers {
-            let rx = Arc::clone(&rx);
+            let jobs = Arc::clone(&jobs);
             let spawned = std::thread::Builder::new()
                 .name(format!("kawal-verify-{i}"))
-                .spawn(move || worker(&rx));
+                .spawn(move || worker(&jobs));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "could not start a password-check worker");
             }
         }
         Self {
-            jobs: Mutex::new(tx),
+            jobs,
             admitted: Arc::new(AtomicUsize::new(0)),
             capacity: workers + queue,
             reserve: workers,
@@ -103,7 +169,7 @@ impl VerifyPool {
 
     /// As [`run`](Self::run); `reserved` callers (the exempt management network) may also use
     /// `workers` more places, which others cannot fill, so a flood from elsewhere does not
-    /// turn them away as busy.
+    /// turn them away as busy; their jobs also go before others' queued jobs.
     pub async fn run_as<T: Send + 'static>(
         &self,
         reserved: bool,
@@ -127,13 +193,7 @@ impl VerifyPool {
             // The caller may have gone; the work is done either way.
             let _ = done.send(out);
         });
-        let sent = match self.jobs.lock() {
-            Ok(tx) => tx.send(boxed).is_ok(),
-            Err(_) => false,
-        };
-        if !sent {
-            return Err(Busy);
-        }
+        self.jobs.push(reserved, boxed);
         answer.await.map_err(|_| Busy)
     }
 }
@@ -161,5 +221,35 @@ mod tests {
         assert!(a.await.is_ok_and(|r| r.is_ok()));
         assert!(b.await.is_ok_and(|r| r.is_ok()));
         assert_eq!(pool.run(|| 7).await, Ok(7));
+    }
+
+    /// G045: AU-1-3
+    /// A reserved caller's job runs before the others' queued jobs, and past their capacity.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reserved_jobs_go_first() {
+        let pool = Arc::new(VerifyPool::new(1, 3));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let job = |tag: &'static str, ms: u64| {
+            let order = Arc::clone(&order);
+            move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                order.lock().unwrap().push(tag);
+            }
+        };
+        let mut waits = Vec::new();
+        for (tag, ms) in [("busy", 200), ("o1", 1), ("o2", 1), ("o3", 1)] {
+            let p = Arc::clone(&pool);
+            let j = job(tag, ms);
+            waits.push(tokio::spawn(async move { p.run(j).await }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.run(|| ()).await, Err(Busy), "others are at capacity");
+        let r = pool.run_as(true, job("reserved", 1)).await;
+        assert_eq!(r, Ok(()));
+        for w in waits {
+            assert!(w.await.is_ok_and(|r| r.is_ok()));
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order, ["busy", "reserved", "o1", "o2", "o3"]);
     }
 }

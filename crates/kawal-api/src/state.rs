@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kawal_audit::{AuditLog, Event};
+use kawal_audit::{AuditLog, Event, FloodControl};
 use kawal_auth::accounts::Directory;
 use kawal_auth::login::Authenticator;
 use kawal_auth::penalty::SourcePenalties;
@@ -75,6 +75,12 @@ pub(crate) struct Proof {
     pub expires: u64,
 }
 
+/// Flood-controlled events written individually per source and window (see
+/// [`AppState::record_limited`]).
+pub const FLOOD_EVENTS_PER_SOURCE: u32 = 10;
+/// The flood-control window.
+pub const FLOOD_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Everything shared between requests.
 pub struct AppState {
     /// Accounts.
@@ -96,6 +102,9 @@ pub struct AppState {
     pub device: DeviceFacts,
     /// The gateway's sensor operations, set by the daemon once the gateway runs.
     pub sensors: std::sync::OnceLock<Arc<dyn crate::sensors::SensorBackend>>,
+    /// Flood control for the events an unauthenticated peer causes at will (see
+    /// [`AppState::record_limited`]).
+    pub flood: FloodControl,
     started: Instant,
 }
 
@@ -142,6 +151,13 @@ impl AppState {
             settings,
             device,
             sensors: std::sync::OnceLock::new(),
+            flood: FloodControl::new(
+                "api.events-suppressed",
+                "kawal-api",
+                FLOOD_EVENTS_PER_SOURCE,
+                FLOOD_WINDOW,
+                Instant::now(),
+            ),
             started: Instant::now(),
         }
     }
@@ -164,11 +180,56 @@ impl AppState {
         lock(&self.sessions).len()
     }
 
-    /// Appends an audit event. A failed write is logged loudly; the request it records has
-    /// already been decided, so it is not turned into a second failure for the client.
-    pub(crate) fn record(&self, event: Event) {
-        if let Err(e) = self.audit.append(event) {
-            tracing::error!(error = %e, "audit log write failed");
+    /// Appends an audit event and waits until it is durable, without holding a runtime
+    /// thread meanwhile: a slow disk delays this request's answer, not every other request.
+    /// A failed write is logged loudly; the request it records has already been decided, so
+    /// it is not turned into a second failure for the client.
+    pub(crate) async fn record(&self, event: Event) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.audit.append_then(event, move |r| {
+            let _ = tx.send(r);
+        });
+        match rx.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit log write failed"),
+            Err(_) => tracing::error!("audit log write not answered"),
+        }
+    }
+
+    /// Appends an audit event without waiting (for code that is not async); a failed write
+    /// is logged.
+    pub(crate) fn record_nowait(&self, event: Event) {
+        self.audit.append_then(event, |r| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "audit log write failed");
+            }
+        });
+    }
+
+    /// Records an event an unauthenticated peer at `source` can cause as often as it likes
+    /// (a refused login, a cross-site request), under flood control: per source and minute
+    /// the first [`FLOOD_EVENTS_PER_SOURCE`] are written, the rest counted into one
+    /// `api.events-suppressed` summary (`kind` and `uid` name them there). So a flood of
+    /// thousands of attempts a second writes a bounded number of events, and cannot fill
+    /// the disk or slow the log for everyone else.
+    pub(crate) async fn record_limited(
+        &self,
+        source: IpAddr,
+        kind: &str,
+        uid: Option<&str>,
+        event: Event,
+    ) {
+        self.roll_flood(Instant::now());
+        if self.flood.admit(source, kind, uid) {
+            self.record(event).await;
+        }
+    }
+
+    /// Writes the flood-control summaries of a window that has ended (called on every
+    /// flood-controlled event and every few seconds by the server).
+    pub fn roll_flood(&self, now: Instant) {
+        for summary in self.flood.roll(now) {
+            self.record_nowait(summary);
         }
     }
 
@@ -187,7 +248,7 @@ impl AppState {
     }
 
     /// Ends every session of `user` and records why.
-    pub(crate) fn end_sessions(&self, user: &str, why: &str, by: &str) {
+    pub(crate) async fn end_sessions(&self, user: &str, why: &str, by: &str) {
         let n = lock(&self.sessions).revoke_user(user, self.mono());
         if n > 0 {
             self.record(
@@ -195,7 +256,8 @@ impl AppState {
                     .with("user", user)
                     .with("reason", why)
                     .with("sessions", n as u64),
-            );
+            )
+            .await;
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod canonical;
 pub mod chain;
 pub mod details;
 pub mod entry;
+pub mod flood;
 pub mod reader;
 pub mod sink;
 pub mod time;
@@ -40,6 +41,7 @@ pub use chain::{Anchor, AnchorStore, CheckpointSigner, FileAnchorStore, TrustedK
 pub use details::{Details, Value};
 pub use entry::{Checkpoint, Entry, EntryHash, Event, Outcome};
 pub use error::{Error, Result, TamperFinding};
+pub use flood::FloodControl;
 pub use reader::{Entries, Filter, read_entries};
 pub use sink::{MemorySink, Sink, SinkError};
 pub use time::{Clock, ClockState, SystemClock, Timestamp, WallTime};

@@ -274,6 +274,24 @@ impl AuditLog {
         self.shared.request(Body::Events(events))
     }
 
+    /// Appends `event` without waiting: returns at once, and `then` is called (on the log's
+    /// own thread, so it must be quick) with the event's seq once it is durable, or with the
+    /// error. For callers that must not block, such as an async runtime's worker threads: a
+    /// slow disk (an SD card's sync can take 100 ms) then delays the answer, not everything
+    /// else the thread serves.
+    pub fn append_then(&self, event: Event, then: impl FnOnce(Result<u64>) + Send + 'static) {
+        if let Err((field, reason)) = event.check(false) {
+            then(Err(Error::InvalidEvent { field, reason }));
+            return;
+        }
+        self.shared.submit(
+            Body::Events(vec![event]),
+            Box::new(move |r: Result<Vec<u64>>| {
+                then(r.and_then(|seqs| seqs.first().copied().ok_or(Error::Closed)));
+            }),
+        );
+    }
+
     /// Writes a checkpoint now (unless the last entry is one) and saves the anchor; returns
     /// the checkpoint's seq.
     pub fn checkpoint(&self) -> Result<u64> {

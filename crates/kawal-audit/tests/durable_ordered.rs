@@ -124,3 +124,64 @@ fn invalid_events_are_refused_without_touching_the_log() {
     }
     assert_eq!(log.append(event(1)).unwrap(), 1);
 }
+
+/// G045: PL-4-1
+///
+/// `append_then` returns at once and calls back only when the event is durable: the callback
+/// finds the event and its checkpoint in the file. Invalid events and a closed log are
+/// answered through the callback too, never dropped silently.
+#[test]
+fn append_then_answers_once_the_event_is_in_the_file() {
+    use std::sync::mpsc;
+    let fx = Fixture::new();
+    let log = fx.open();
+    let (tx, rx) = mpsc::channel();
+    let audit_dir = fx.dir().join("audit");
+    for i in 0..20u64 {
+        let tx = tx.clone();
+        let dir = audit_dir.clone();
+        log.append_then(event(i).with("marker", format!("n-{i}")), move |r| {
+            let seq = r.unwrap();
+            // Read the files from the callback itself: the event must already be there.
+            let found = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .any(|text| {
+                    text.lines()
+                        .any(|l| parse(l).seq == seq && l.contains(&format!("n-{i}")))
+                });
+            tx.send((i, seq, found)).unwrap();
+        });
+    }
+    let mut got: Vec<(u64, u64, bool)> = (0..20)
+        .map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+        .collect();
+    got.sort_unstable();
+    for (i, seq, found) in &got {
+        assert!(
+            found,
+            "event {i} (seq {seq}) not in the file when its callback ran"
+        );
+    }
+    let mut seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 20);
+
+    let tx2 = tx;
+    log.append_then(Event::new("nodots", "alice", Outcome::Info), move |r| {
+        tx2.send((
+            0,
+            0,
+            matches!(r, Err(kawal_audit::Error::InvalidEvent { .. })),
+        ))
+        .unwrap();
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+            .2
+    );
+}

@@ -418,7 +418,22 @@ impl Directory {
     }
 
     /// An account by name (see the module docs on healing after a crash).
+    ///
+    /// Every authenticated request reads its account here, so the common case takes no lock:
+    /// a single copy in its home table is the answer. Waiting for the lock would mean waiting
+    /// for a login's tally write and its sync (tens of milliseconds on an SD card) on an async
+    /// runtime's thread. Anything else (no copy, or a copy to heal) takes the lock.
     pub fn get(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        if validate_name(name).is_err() {
+            return Ok(None);
+        }
+        let privileged = self.read(PRIVILEGED_ACCOUNTS, name)?;
+        let ordinary = self.read(ACCOUNTS, name)?;
+        match (privileged, ordinary) {
+            (Some(a), None) if a.role.is_privileged() => return Ok(Some(a)),
+            (None, Some(a)) if !a.role.is_privileged() => return Ok(Some(a)),
+            _ => {}
+        }
         let _g = self.lock();
         self.load(name)
     }
@@ -638,10 +653,11 @@ impl Directory {
         Ok(was_locked)
     }
 
-    /// A login's view: the account and its tally, read together.
+    /// A login's view: the account and its tally, read without the lock (as
+    /// [`Directory::get`]): a login must not queue behind other logins' tally syncs twice;
+    /// [`Directory::update_tally`] decides under the lock.
     pub(crate) fn snapshot(&self, name: &str) -> Result<Option<(Account, Tally)>, AccountError> {
-        let _g = self.lock();
-        let Some(acct) = self.load(name)? else {
+        let Some(acct) = self.get(name)? else {
             return Ok(None);
         };
         let tally = self.read_tally(name)?;

@@ -24,10 +24,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use kawal_audit::{AuditLog, Event, Outcome};
+use kawal_audit::{AuditLog, Event, FloodControl, Outcome};
 use mqtt_proto::v3::{Packet, Publish};
 use mqtt_proto::{Pid, QoS, QosPid, TopicName};
 use serde::Serialize;
@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::acl::Acl;
 use crate::frame;
-use crate::limits::{Settings, source_key};
+use crate::limits::Settings;
 use crate::topic::{self, TopicError};
 use crate::{Directory, Identity, Message, Uplink, UplinkRefusal};
 
@@ -790,7 +790,7 @@ impl Broker {
             retained,
             retained_refused: get(&c.retained_refused),
             audit_dropped: get(&self.audit.dropped),
-            audit_suppressed: get(&self.audit.suppressed),
+            audit_suppressed: self.audit.flood.suppressed(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! per-source limits by changing its address; IPv4-mapped IPv6 addresses count as IPv4.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -268,19 +268,9 @@ impl TokenBucket {
     }
 }
 
-/// The key sources are counted by: IPv4 addresses, IPv6 /64 prefixes.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+/// The key sources are counted by: IPv4 addresses, IPv6 /64 prefixes (shared with audit flood
+/// control, so both count the same sources).
+pub use kawal_audit::flood::source_key;
 
 /// Whether `ip` is in `allow` (an empty list allows every source).
 pub fn source_allowed(allow: &[IpNet], ip: IpAddr) -> bool {

@@ -286,6 +286,15 @@ fn serve_until_signal(
         let mut term = signal(SignalKind::terminate()).or_exit(Exit::Failure, "SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).or_exit(Exit::Failure, "SIGINT handler")?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // Flood-control summaries of the API's refusals, written when their window ends.
+        let flood = std::sync::Arc::clone(&api.state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                flood.roll_flood(std::time::Instant::now());
+            }
+        });
         let router = kawal_api::router(std::sync::Arc::clone(&api.state));
         let server = tokio::spawn(kawal_api::server::serve(
             listener,

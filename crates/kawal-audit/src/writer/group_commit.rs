@@ -44,22 +44,41 @@ impl Slot {
     }
 }
 
-/// The writer's end of a [`Slot`]. Dropped unanswered (the writer thread died), it answers
+/// A caller's answer, called on the ack thread once the batch is durable (or failed).
+pub(crate) type Callback = Box<dyn FnOnce(Result<Vec<u64>>) + Send>;
+
+/// Where the answer goes: a waiting appender's [`Slot`], or a callback for appenders that
+/// must not block (an async runtime's worker threads).
+enum Target {
+    Slot(Arc<Slot>),
+    Callback(Callback),
+}
+
+impl Target {
+    fn answer(self, r: Result<Vec<u64>>) {
+        match self {
+            Self::Slot(slot) => slot.put(r),
+            Self::Callback(f) => f(r),
+        }
+    }
+}
+
+/// The writer's end of a [`Target`]. Dropped unanswered (the writer thread died), it answers
 /// [`Error::Closed`], so no appender waits forever.
-struct Reply(Option<Arc<Slot>>);
+struct Reply(Option<Target>);
 
 impl Reply {
     fn send(mut self, r: Result<Vec<u64>>) {
-        if let Some(slot) = self.0.take() {
-            slot.put(r);
+        if let Some(target) = self.0.take() {
+            target.answer(r);
         }
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            slot.put(Err(Error::Closed));
+        if let Some(target) = self.0.take() {
+            target.answer(Err(Error::Closed));
         }
     }
 }
@@ -88,19 +107,43 @@ impl Shared {
     /// Queues `body` for the writer and waits for the answer.
     pub(super) fn request(&self, body: Body) -> Result<Vec<u64>> {
         let slot = Arc::new(Slot::default());
+        self.enqueue(body, Target::Slot(Arc::clone(&slot)))?;
+        slot.wait()
+    }
+
+    /// Queues `body` for the writer and returns at once; `then` gets the answer.
+    pub(super) fn submit(&self, body: Body, then: Callback) {
+        if let Err((e, Target::Callback(then))) =
+            self.enqueue_or_return(body, Target::Callback(then))
+        {
+            then(Err(e));
+        }
+    }
+
+    fn enqueue(&self, body: Body, target: Target) -> Result<()> {
+        self.enqueue_or_return(body, target).map_err(|(e, _)| e)
+    }
+
+    /// Queues a request; on refusal (the log failed or is closing) gives the target back.
+    fn enqueue_or_return(
+        &self,
+        body: Body,
+        target: Target,
+    ) -> std::result::Result<(), (Error, Target)> {
         let wake = {
             let mut q = lock(&self.queue);
             if let Some(cause) = &q.failed {
-                return Err(Error::LogFailed {
+                let e = Error::LogFailed {
                     cause: Arc::clone(cause),
-                });
+                };
+                return Err((e, target));
             }
             if q.shutdown {
-                return Err(Error::Closed);
+                return Err((Error::Closed, target));
             }
             q.reqs.push(Request {
                 body,
-                reply: Reply(Some(Arc::clone(&slot))),
+                reply: Reply(Some(target)),
             });
             // Only a waiting writer needs a wake-up call; a busy one takes the queue next.
             std::mem::take(&mut q.writer_idle)
@@ -108,7 +151,7 @@ impl Shared {
         if wake {
             self.wake.notify_one();
         }
-        slot.wait()
+        Ok(())
     }
 }
 

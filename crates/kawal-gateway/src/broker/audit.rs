@@ -9,48 +9,15 @@ use super::*;
 /// Audit events queued for the writer thread at most; beyond that they are dropped and
 /// counted ([`Stats::audit_dropped`]) rather than blocking the network.
 pub const AUDIT_QUEUE: usize = 8192;
-/// Sources whose flood-controlled events are counted individually per window; events from
-/// further sources are counted together.
-pub const AUDIT_TRACKED_SOURCES: usize = 1024;
-/// Flood-controlled events written individually per window over all sources.
-pub const AUDIT_INDIVIDUAL_PER_WINDOW: u32 = 200;
-/// Summary events written per window; the rest are folded into one.
-pub const AUDIT_SUMMARIES_PER_WINDOW: usize = 100;
-/// UIDs named in one summary at most.
-pub const AUDIT_SUMMARY_UIDS: usize = 16;
+pub use kawal_audit::flood::{
+    INDIVIDUAL_PER_WINDOW as AUDIT_INDIVIDUAL_PER_WINDOW,
+    SUMMARIES_PER_WINDOW as AUDIT_SUMMARIES_PER_WINDOW, SUMMARY_UIDS as AUDIT_SUMMARY_UIDS,
+    TRACKED_SOURCES as AUDIT_TRACKED_SOURCES,
+};
 
 enum Job {
     Event(Box<Event>),
     Barrier(oneshot::Sender<()>),
-}
-
-#[derive(Default)]
-struct SourceCount {
-    written: u32,
-    suppressed: u64,
-    kinds: BTreeMap<String, u64>,
-    uids: std::collections::BTreeSet<String>,
-}
-
-impl SourceCount {
-    fn absorb(&mut self, other: SourceCount) {
-        self.suppressed += other.suppressed;
-        for (k, n) in other.kinds {
-            *self.kinds.entry(k).or_insert(0) += n;
-        }
-        for u in other.uids {
-            if self.uids.len() < AUDIT_SUMMARY_UIDS {
-                self.uids.insert(u);
-            }
-        }
-    }
-}
-
-struct Flood {
-    window_start: Instant,
-    written: u32,
-    sources: HashMap<IpAddr, SourceCount>,
-    other: SourceCount,
 }
 
 /// Writes audit events from a dedicated thread, with flood control for what peers can cause
@@ -73,10 +40,7 @@ struct Flood {
 pub struct Auditor {
     tx: std::sync::mpsc::SyncSender<Job>,
     pub(super) dropped: AtomicU64,
-    pub(super) suppressed: AtomicU64,
-    flood: Mutex<Flood>,
-    per_source: u32,
-    window: Duration,
+    pub(super) flood: FloodControl,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -113,15 +77,13 @@ impl Auditor {
         Self {
             tx,
             dropped: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-            flood: Mutex::new(Flood {
-                window_start: Instant::now(),
-                written: 0,
-                sources: HashMap::new(),
-                other: SourceCount::default(),
-            }),
-            per_source: settings.audit_refusals_per_source,
-            window: settings.audit_window,
+            flood: FloodControl::new(
+                "mqtt.events-suppressed",
+                ANONYMOUS_ACTOR,
+                settings.audit_refusals_per_source,
+                settings.audit_window,
+                Instant::now(),
+            ),
         }
     }
 
@@ -145,38 +107,9 @@ impl Auditor {
     /// documentation). `kind` (e.g. `mqtt.refused/no-certificate`) and `uid` go into the
     /// summary when the event is only counted.
     pub fn limited(&self, source: IpAddr, kind: &str, uid: Option<&str>, event: Event) {
-        let now = Instant::now();
-        self.roll(now);
-        let individually = {
-            let mut f = lock(&self.flood);
-            let key = source_key(source);
-            let total_ok = f.written < AUDIT_INDIVIDUAL_PER_WINDOW;
-            let tracked = f.sources.contains_key(&key) || f.sources.len() < AUDIT_TRACKED_SOURCES;
-            let per_source = self.per_source;
-            let count = if tracked {
-                f.sources.entry(key).or_default()
-            } else {
-                &mut f.other
-            };
-            if tracked && total_ok && count.written < per_source {
-                count.written += 1;
-                f.written += 1;
-                true
-            } else {
-                count.suppressed += 1;
-                *count.kinds.entry(kind.to_owned()).or_insert(0) += 1;
-                if let Some(u) = uid
-                    && count.uids.len() < AUDIT_SUMMARY_UIDS
-                {
-                    count.uids.insert(u.to_owned());
-                }
-                false
-            }
-        };
-        if individually {
+        self.roll(Instant::now());
+        if self.flood.admit(source, kind, uid) {
             self.record(event);
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -195,50 +128,8 @@ impl Auditor {
     /// Writes the summaries of a window that has ended (called on every flood-controlled
     /// event and every second by the server).
     pub fn roll(&self, now: Instant) {
-        let (sources, mut other, window_s) = {
-            let mut f = lock(&self.flood);
-            if now.saturating_duration_since(f.window_start) < self.window {
-                return;
-            }
-            let window_s = now.saturating_duration_since(f.window_start).as_secs();
-            f.window_start = now;
-            f.written = 0;
-            (
-                std::mem::take(&mut f.sources),
-                std::mem::take(&mut f.other),
-                window_s,
-            )
-        };
-        let mut written = 0;
-        for (source, c) in sources {
-            if c.suppressed == 0 {
-                continue;
-            }
-            if written < AUDIT_SUMMARIES_PER_WINDOW {
-                written += 1;
-                self.record(summary(&source.to_string(), &c, window_s));
-            } else {
-                other.absorb(c);
-            }
-        }
-        if other.suppressed > 0 {
-            self.record(summary("other", &other, window_s));
+        for summary in self.flood.roll(now) {
+            self.record(summary);
         }
     }
-}
-
-fn summary(source: &str, c: &SourceCount, window_s: u64) -> Event {
-    let kinds = c
-        .kinds
-        .iter()
-        .map(|(k, n)| format!("{k}:{n}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let uids = c.uids.iter().cloned().collect::<Vec<_>>().join(",");
-    Event::new("mqtt.events-suppressed", ANONYMOUS_ACTOR, Outcome::Denied)
-        .with("source", source)
-        .with("count", c.suppressed)
-        .with("kinds", kinds)
-        .with("uids", uids)
-        .with("window_s", window_s)
 }
