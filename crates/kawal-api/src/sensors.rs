@@ -105,23 +105,41 @@ fn answer(r: Result<Value, SensorError>, ok: StatusCode) -> Response {
     }
 }
 
-macro_rules! with_backend {
-    ($state:expr) => {
-        match $state.sensors.get() {
-            Some(b) => b,
-            None => return not_running(),
-        }
+/// Runs a gateway operation on the blocking pool: they write the store and the audit log,
+/// each with a sync, and sign certificates; none of that may hold an async runtime thread,
+/// or a slow disk would stall every other request and MQTT session.
+async fn off_runtime<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn SensorBackend) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let Some(b) = state.sensors.get().map(Arc::clone) else {
+        return Err(not_running());
     };
+    tokio::task::spawn_blocking(move || f(b.as_ref()))
+        .await
+        .map_err(|_| sensor_error(&SensorError::Internal))
+}
+
+/// Runs `f` off the runtime and answers its JSON with `ok`.
+async fn json_op(
+    state: &AppState,
+    ok: StatusCode,
+    f: impl FnOnce(&dyn SensorBackend) -> Result<Value, SensorError> + Send + 'static,
+) -> Response {
+    match off_runtime(state, f).await {
+        Ok(r) => answer(r, ok),
+        Err(res) => res,
+    }
 }
 
 /// `GET /api/v1/sensors`.
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
-    answer(with_backend!(state).list(), StatusCode::OK)
+    json_op(&state, StatusCode::OK, |b| b.list()).await
 }
 
 /// `GET /api/v1/sensors/{name}`.
 pub async fn show(State(state): State<Arc<AppState>>, Name(name): Name) -> Response {
-    answer(with_backend!(state).show(&name), StatusCode::OK)
+    json_op(&state, StatusCode::OK, move |b| b.show(&name)).await
 }
 
 /// The body of `POST /api/v1/sensors`.
@@ -140,11 +158,10 @@ pub async fn enroll(
     axum::Extension(p): axum::Extension<Principal>,
     Body(req): Body<EnrollRequest>,
 ) -> Response {
-    let b = with_backend!(state);
-    answer(
-        b.enroll(&req.name, req.role.as_deref(), &p.user),
-        StatusCode::CREATED,
-    )
+    json_op(&state, StatusCode::CREATED, move |b| {
+        b.enroll(&req.name, req.role.as_deref(), &p.user)
+    })
+    .await
 }
 
 /// `POST /api/v1/sensors/{name}/revoke`.
@@ -153,7 +170,7 @@ pub async fn revoke(
     axum::Extension(p): axum::Extension<Principal>,
     Name(name): Name,
 ) -> Response {
-    answer(with_backend!(state).revoke(&name, &p.user), StatusCode::OK)
+    json_op(&state, StatusCode::OK, move |b| b.revoke(&name, &p.user)).await
 }
 
 /// `POST /api/v1/sensors/{name}/renew`.
@@ -162,7 +179,7 @@ pub async fn renew(
     axum::Extension(p): axum::Extension<Principal>,
     Name(name): Name,
 ) -> Response {
-    answer(with_backend!(state).renew(&name, &p.user), StatusCode::OK)
+    json_op(&state, StatusCode::OK, move |b| b.renew(&name, &p.user)).await
 }
 
 /// The body of `POST /api/v1/sensors/{name}/csr`.
@@ -183,20 +200,26 @@ pub async fn sign_csr(
     if req.csr_pem.len() > CSR_LIMIT {
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, "CSR too large");
     }
-    answer(
-        with_backend!(state).sign_csr(&name, &req.csr_pem, &p.user),
-        StatusCode::OK,
-    )
+    json_op(&state, StatusCode::OK, move |b| {
+        b.sign_csr(&name, &req.csr_pem, &p.user)
+    })
+    .await
 }
 
 /// `GET /api/v1/sensors/ca`: the sensor CA certificate (public: sensors and brokers need it).
 pub async fn ca(State(state): State<Arc<AppState>>) -> Response {
-    pem_answer(with_backend!(state).ca_pem())
+    match off_runtime(&state, |b| b.ca_pem()).await {
+        Ok(r) => pem_answer(r),
+        Err(res) => res,
+    }
 }
 
 /// `GET /api/v1/sensors/crl`: the revocation list (public, for other parties).
 pub async fn crl(State(state): State<Arc<AppState>>) -> Response {
-    pem_answer(with_backend!(state).crl_pem())
+    match off_runtime(&state, |b| b.crl_pem()).await {
+        Ok(r) => pem_answer(r),
+        Err(res) => res,
+    }
 }
 
 fn pem_answer(r: Result<String, SensorError>) -> Response {
@@ -215,8 +238,10 @@ fn pem_answer(r: Result<String, SensorError>) -> Response {
 
 /// `GET /api/v1/gateway`: broker, queue, bridge and recent telemetry.
 pub async fn gateway(State(state): State<Arc<AppState>>) -> Response {
-    let v = with_backend!(state).gateway();
-    axum::Json(v).into_response()
+    match off_runtime(&state, |b| b.gateway()).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(res) => res,
+    }
 }
 
 /// An EST answer: base64 of a PKCS#7 certs-only structure (RFC 7030 §4.1.3, §4.2.3).
@@ -286,9 +311,10 @@ fn est_token(headers: &HeaderMap) -> Option<String> {
 
 /// `GET /.well-known/est/cacerts`.
 pub async fn est_cacerts(State(state): State<Arc<AppState>>) -> Response {
-    match with_backend!(state).est_cacerts() {
-        Ok(der) => est_answer(&der),
-        Err(e) => sensor_error(&e),
+    match off_runtime(&state, |b| b.est_cacerts()).await {
+        Ok(Ok(der)) => est_answer(&der),
+        Ok(Err(e)) => sensor_error(&e),
+        Err(res) => res,
     }
 }
 
@@ -297,7 +323,9 @@ pub async fn est_simpleenroll(
     State(state): State<Arc<AppState>>,
     req: axum::extract::Request,
 ) -> Response {
-    let b = with_backend!(state);
+    if state.sensors.get().is_none() {
+        return not_running();
+    }
     let ip = peer(&req);
     let Some(token) = est_token(req.headers()) else {
         return (
@@ -313,9 +341,13 @@ pub async fn est_simpleenroll(
         Ok(c) => c,
         Err((status, why)) => return json_error(status, why),
     };
-    match b.est_enroll(&token, &csr, ip) {
-        Ok(cert) => est_answer(&b.pkcs7(&cert)),
-        Err(e) => sensor_error(&e),
+    let issued = off_runtime(&state, move |b| {
+        b.est_enroll(&token, &csr, ip).map(|cert| b.pkcs7(&cert))
+    });
+    match issued.await {
+        Ok(Ok(p7)) => est_answer(&p7),
+        Ok(Err(e)) => sensor_error(&e),
+        Err(res) => res,
     }
 }
 
@@ -324,7 +356,9 @@ pub async fn est_simplereenroll(
     State(state): State<Arc<AppState>>,
     req: axum::extract::Request,
 ) -> Response {
-    let b = with_backend!(state);
+    if state.sensors.get().is_none() {
+        return not_running();
+    }
     let ip = peer(&req);
     let cert = req
         .extensions()
@@ -337,8 +371,12 @@ pub async fn est_simplereenroll(
         Ok(c) => c,
         Err((status, why)) => return json_error(status, why),
     };
-    match b.est_reenroll(&cert, &csr, ip) {
-        Ok(cert) => est_answer(&b.pkcs7(&cert)),
-        Err(e) => sensor_error(&e),
+    let issued = off_runtime(&state, move |b| {
+        b.est_reenroll(&cert, &csr, ip).map(|cert| b.pkcs7(&cert))
+    });
+    match issued.await {
+        Ok(Ok(p7)) => est_answer(&p7),
+        Ok(Err(e)) => sensor_error(&e),
+        Err(res) => res,
     }
 }

@@ -103,8 +103,8 @@ pub struct AppState {
     /// The gateway's sensor operations, set by the daemon once the gateway runs.
     pub sensors: std::sync::OnceLock<Arc<dyn crate::sensors::SensorBackend>>,
     /// Flood control for the events an unauthenticated peer causes at will (see
-    /// [`AppState::record_limited`]).
-    pub flood: FloodControl,
+    /// [`AppState::record_limited`]); shared with the gateway's EST refusals.
+    pub flood: Arc<FloodControl>,
     started: Instant,
 }
 
@@ -151,13 +151,13 @@ impl AppState {
             settings,
             device,
             sensors: std::sync::OnceLock::new(),
-            flood: FloodControl::new(
+            flood: Arc::new(FloodControl::new(
                 "api.events-suppressed",
                 "kawal-api",
                 FLOOD_EVENTS_PER_SOURCE,
                 FLOOD_WINDOW,
                 Instant::now(),
-            ),
+            )),
             started: Instant::now(),
         }
     }

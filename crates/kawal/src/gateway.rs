@@ -349,6 +349,7 @@ pub async fn start(p: Prepared, api: &kawal_api::AppState) -> Result<Running> {
         bridge: bridge.clone(),
         device: Arc::clone(&p.device),
         log: p.log,
+        flood: Arc::clone(&api.flood),
         token_ttl: p.token_ttl,
         roles: p.roles,
         gateway_uid: p.gateway_uid,
@@ -374,6 +375,8 @@ struct DaemonSensors {
     bridge: Option<Arc<BridgeHandle>>,
     device: Arc<DeviceTls>,
     log: Arc<AuditLog>,
+    /// The API's flood control: EST refusals are caused by unauthenticated peers.
+    flood: Arc<kawal_audit::FloodControl>,
     token_ttl: Duration,
     roles: Vec<String>,
     gateway_uid: String,
@@ -412,6 +415,14 @@ impl DaemonSensors {
     fn record(&self, event: Event) {
         if let Err(e) = self.log.append(event) {
             tracing::error!(error = %e, "audit log write failed");
+        }
+    }
+
+    /// Records a refusal an unauthenticated peer at `source` can cause at will, under the
+    /// API's flood control (summaries: `api.events-suppressed`).
+    fn record_limited(&self, source: std::net::IpAddr, kind: &str, event: Event) {
+        if self.flood.admit(source, kind, None) {
+            self.record(event);
         }
     }
 
@@ -599,7 +610,9 @@ impl SensorBackend for DaemonSensors {
                     kawal_pki::Error::Csr { reason } => format!("csr: {reason}"),
                     other => other.to_string(),
                 };
-                self.record(
+                self.record_limited(
+                    source,
+                    "sensor.enrol-refused/est-simpleenroll",
                     Event::new("sensor.enrol-refused", "unknown", Outcome::Denied)
                         .with("via", "est-simpleenroll")
                         .with("reason", reason)
@@ -622,7 +635,9 @@ impl SensorBackend for DaemonSensors {
                 Ok(i.issued.cert_der)
             }
             Err(e) => {
-                self.record(
+                self.record_limited(
+                    source,
+                    "sensor.enrol-refused/est-simplereenroll",
                     Event::new("sensor.enrol-refused", "unknown", Outcome::Denied)
                         .with("via", "est-simplereenroll")
                         .with("reason", e.to_string())

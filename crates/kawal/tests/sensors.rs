@@ -390,3 +390,30 @@ fn an_expiring_sensor_certificate_is_warned_of_once() {
     let v: Value = api.get("/api/v1/sensors/short-lived").json().unwrap();
     assert_eq!(v["expiry"], "warn-7d", "{v}");
 }
+
+/// G045: AU-1-3, AU-1-1
+/// Enrolment attempts with wrong tokens are refused and recorded under flood control: a
+/// source's first ten a minute are written one by one, the rest counted (the health figure,
+/// and a summary when the minute ends), so a flood of them cannot fill the log.
+#[test]
+fn est_attempts_with_wrong_tokens_are_refused_and_flood_controlled() {
+    use base64::Engine as _;
+    let gw = Gateway::start();
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let http = common::gateway::http_client(&gw.ca_pem, None);
+    let csr = base64::engine::general_purpose::STANDARD.encode(b"not a CSR, never reached");
+    for i in 0..30 {
+        let r = http
+            .post(gw.url("/.well-known/est/simpleenroll"))
+            .header("authorization", format!("Bearer wrong-token-{i}"))
+            .header("content-type", "application/pkcs10")
+            .body(csr.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let written = gw.events("sensor.enrol-refused");
+    assert_eq!(written.len(), 10, "{written:?}");
+    let health: Value = api.get("/api/v1/health").json().unwrap();
+    assert_eq!(health["api_events_suppressed"], 20, "{health}");
+}

@@ -670,7 +670,17 @@ pub async fn enrol(
             Outcome::error(NOT_RUNNING),
         );
     };
-    match b.enroll(name, Some(role), &p.user) {
+    let (b, n, r, by) = (
+        Arc::clone(b),
+        name.to_owned(),
+        role.to_owned(),
+        p.user.clone(),
+    );
+    // Store writes, signing and audit syncs: off the async runtime's threads.
+    let enrolled = tokio::task::spawn_blocking(move || b.enroll(&n, Some(&r), &by))
+        .await
+        .unwrap_or(Err(SensorError::Internal));
+    match enrolled {
         Ok(v) => issued(&state, &p, name, "enrolled", v, url),
         Err(e) => {
             let (status, msg) = error_text(&e);
@@ -753,11 +763,16 @@ pub async fn change(
             Outcome::error(NOT_RUNNING),
         );
     };
-    let result = if revoke {
-        b.revoke(&name, &p.user)
-    } else {
-        b.renew(&name, &p.user)
-    };
+    let (b, n, by) = (Arc::clone(b), name.clone(), p.user.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        if revoke {
+            b.revoke(&n, &by)
+        } else {
+            b.renew(&n, &by)
+        }
+    })
+    .await
+    .unwrap_or(Err(SensorError::Internal));
     match result {
         // Post-Redirect-Get: reloading the list does not revoke again.
         Ok(_) if revoke => Redirect::to("/sensors?done=revoke").into_response(),
