@@ -190,6 +190,16 @@ enum CertAction {
         #[arg(long, default_value_t = 825, value_parser = clap::value_parser!(u32).range(1..=825))]
         days: u32,
     },
+    /// A certificate request (PKCS#10, PEM) for the device key, for a CA to issue a renewed
+    /// device certificate by hand; the key stays sealed in the store.
+    Csr {
+        /// The daemon's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Write it here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Options of the API client commands.
@@ -528,6 +538,9 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Cert {
             action: CertAction::ReissueDev { config, days },
         } => crate::devcert::reissue_dev(&config, days),
+        Command::Cert {
+            action: CertAction::Csr { config, out },
+        } => crate::devcert::csr(&config, out.as_deref()),
     }
 }
 

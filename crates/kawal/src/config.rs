@@ -62,14 +62,79 @@ pub struct RawDevice {
     /// Namespace under which hardware identity becomes the device UID.
     #[serde(default = "default_vendor")]
     pub vendor_namespace: String,
+    /// `[device.renewal]`: renew the device certificate over EST from the CA that issued it.
+    pub renewal: Option<RawRenewal>,
 }
 
 impl Default for RawDevice {
     fn default() -> Self {
         Self {
             vendor_namespace: default_vendor(),
+            renewal: None,
         }
     }
+}
+
+/// `[device.renewal]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawRenewal {
+    /// The EST server's base URL, `https://host:port` (an optional path prefix is kept).
+    pub est_url: String,
+    /// The CA (PEM) of the EST server's certificate: pinned, the system roots are not used.
+    pub ca_file: PathBuf,
+    /// Renew from this share of the certificate's lifetime on, in percent.
+    #[serde(default = "d_at_percent")]
+    pub at_lifetime_percent: u8,
+    /// Seconds to wait after the first failed attempt (doubling after each further one).
+    #[serde(default = "d_retry_min")]
+    pub retry_min_s: u64,
+    /// The longest wait between attempts, seconds.
+    #[serde(default = "d_retry_max")]
+    pub retry_max_s: u64,
+}
+
+fn d_at_percent() -> u8 {
+    67
+}
+fn d_retry_min() -> u64 {
+    60
+}
+fn d_retry_max() -> u64 {
+    6 * 3600
+}
+
+fn validate_renewal(
+    r: &RawRenewal,
+    errors: &mut Vec<String>,
+) -> Option<crate::devcert::renew::Settings> {
+    let before = errors.len();
+    match r.est_url.strip_prefix("https://") {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']) => {}
+        _ => errors.push(
+            "device.renewal.est-url: an https:// URL with a host (no query or fragment)".into(),
+        ),
+    }
+    if !r.ca_file.is_absolute() {
+        errors.push("device.renewal.ca-file: must be an absolute path".into());
+    }
+    if !(1..=99).contains(&r.at_lifetime_percent) {
+        errors.push("device.renewal.at-lifetime-percent: must be 1..=99".into());
+    }
+    if !(1..=86_400).contains(&r.retry_min_s) {
+        errors.push("device.renewal.retry-min-s: must be 1..=86400".into());
+    }
+    if r.retry_max_s < r.retry_min_s || r.retry_max_s > 7 * 86_400 {
+        errors.push("device.renewal.retry-max-s: must be retry-min-s..=604800".into());
+    }
+    (errors.len() == before).then(|| crate::devcert::renew::Settings {
+        est_url: r.est_url.clone(),
+        ca_file: r.ca_file.clone(),
+        at_percent: r.at_lifetime_percent,
+        retry_min: std::time::Duration::from_secs(r.retry_min_s),
+        retry_max: std::time::Duration::from_secs(r.retry_max_s),
+    })
 }
 
 fn default_vendor() -> String {
@@ -405,6 +470,8 @@ pub struct ValidConfig {
     pub auth: AuthSettings,
     /// Sensors, MQTT, queue and upstream.
     pub gateway: gateway::GatewaySettings,
+    /// Renewal of the device certificate over EST, if configured.
+    pub renewal: Option<crate::devcert::renew::Settings>,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
     /// SHA-256 of the file as read, so a change between starts is logged.
@@ -472,6 +539,11 @@ impl RawConfig {
             &mut errors,
             &mut insecure,
         );
+        let renewal = self
+            .device
+            .renewal
+            .as_ref()
+            .and_then(|r| validate_renewal(r, &mut errors));
         let gateway = gateway::validate(
             &self.mqtt,
             self.upstream.as_ref(),
@@ -484,6 +556,7 @@ impl RawConfig {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
                 auth,
                 gateway,
+                renewal,
                 data_dir: self.data_dir,
                 vendor_namespace: self.device.vendor_namespace,
                 passphrase_file: self.keys.passphrase_file,

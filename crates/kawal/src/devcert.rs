@@ -30,7 +30,7 @@
 //! Not built: automatic renewal from an upstream CA (EST `simplereenroll` towards a factory or
 //! fleet CA). The operator has the new certificate issued for the device key and installs it.
 use std::collections::BTreeMap;
-use std::path::Path;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +41,14 @@ use serde_json::{Value, json};
 
 use crate::config::ValidConfig;
 use crate::device::{self, Device, tables};
-use crate::error::{CliError, Context, Exit, Result};
+use crate::error::{CliError, Exit, Result};
 use crate::gateway::CertReloader;
-use crate::{config, output, serve};
+use crate::serve;
+
+mod cli;
+pub mod renew;
+
+pub use cli::{csr, install, reissue_dev};
 
 /// How often the daemon re-reads the certificate file.
 const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -351,6 +356,8 @@ pub struct Watch {
     facts: Option<LeafFacts>,
     /// SHA-256 of the last content refused, so a refusal is recorded once.
     refused: Option<[u8; 32]>,
+    /// Renewal over EST, if configured.
+    renewal: Option<renew::Renewer>,
 }
 
 impl Watch {
@@ -382,6 +389,11 @@ impl Watch {
             in_force,
             facts,
             refused: None,
+            renewal: config
+                .renewal
+                .clone()
+                .map(renew::Renewer::new)
+                .transpose()?,
         };
         watch.keep_in_force(None);
         Ok(watch)
@@ -429,10 +441,60 @@ impl Watch {
         }
     }
 
-    /// One round: the file, then expiry.
+    /// One round: the file, renewal over EST if due, then expiry.
     fn check_now(&mut self) {
-        self.check_file();
+        self.check_file("file");
+        self.renew_if_due();
         self.check_expiry();
+    }
+
+    /// Asks the EST server for a renewed certificate when due; on success writes it and puts
+    /// it in force, on failure records why and backs off (the certificate in force serves on).
+    fn renew_if_due(&mut self) {
+        let (Some(mut r), Some(f)) = (self.renewal.take(), self.facts.clone()) else {
+            return;
+        };
+        let (now, mono) = (now_s(), std::time::Instant::now());
+        if r.schedule.due(&f, r.settings.at_percent, now, mono) {
+            let path = self.dev.layout.pki().join("device.crt.pem");
+            let written = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|current| r.attempt(&self.dev, &current, &self.in_force, now))
+                .and_then(|chain| {
+                    device::write_atomic(&path, chain.as_bytes(), 0o644).map_err(|e| e.message)
+                });
+            match written {
+                Ok(()) => {
+                    r.schedule.succeeded();
+                    r.last_error = None;
+                    tracing::info!(url = %r.settings.est_url, "device certificate renewed over EST");
+                    self.check_file("est");
+                }
+                Err(reason) => {
+                    let jitter = kawal_crypto::rng::array::<8>().map_or(0, u64::from_be_bytes);
+                    let wait = r.schedule.failed(&r.settings, mono, jitter);
+                    tracing::warn!(
+                        url = %r.settings.est_url,
+                        %reason,
+                        retry_in_s = wait.as_secs(),
+                        "device certificate renewal failed; the certificate in force serves on"
+                    );
+                    self.record(
+                        Event::new("certificate.renewal-failed", "kawal", Outcome::Failure)
+                            .with("certificate", DEVICE)
+                            .with("est_url", r.settings.est_url.as_str())
+                            .with("reason", reason.as_str())
+                            .with("attempt", u64::from(r.schedule.failures()))
+                            .with("retry_in_s", wait.as_secs())
+                            .with("in_force_serial", f.serial.as_str())
+                            .with("in_force_not_after", rfc3339(f.not_after))
+                            .with("days_left", days_left(f.not_after, now)),
+                    );
+                    r.last_error = Some(reason);
+                }
+            }
+        }
+        self.renewal = Some(r);
     }
 
     fn record(&self, event: Event) {
@@ -441,7 +503,8 @@ impl Watch {
         }
     }
 
-    fn check_file(&mut self) {
+    /// Puts a changed certificate file in force; `via` says how it came (`file`, `est`).
+    fn check_file(&mut self, via: &str) {
         let candidate = match serve::device_chain(&self.dev) {
             Ok(c) => c,
             Err(e) => {
@@ -467,6 +530,7 @@ impl Watch {
                     .with("new_serial", new.serial.as_str())
                     .with("new_not_after", rfc3339(new.not_after))
                     .with("new_sha256", new.sha256.as_str())
+                    .with("via", via)
                     .with("in_force_on", "api,mqtt");
                 if let Some(old) = &self.facts {
                     e = e
@@ -673,163 +737,6 @@ impl Watch {
             }
         }
     }
-}
-
-/// Opens the device of the configuration at `config_path`.
-fn open(config_path: &Path) -> Result<Device> {
-    let cfg = config::load(config_path)?;
-    let pass = device::read_passphrase(cfg.passphrase_file.as_deref())?;
-    Device::open(&cfg.data_dir, pass.as_ref())
-}
-
-/// Reads a certificate file of bounded size.
-fn read_cert_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)
-        .map_err(|e| CliError::new(Exit::NoInput, format!("{}: {e}", path.display())))?;
-    let mut text = String::new();
-    f.take(MAX_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| CliError::new(Exit::DataErr, format!("{}: {e}", path.display())))?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(CliError::new(
-            Exit::DataErr,
-            format!("{}: larger than {MAX_FILE} bytes", path.display()),
-        ));
-    }
-    Ok(text)
-}
-
-/// What the operator is told after a new certificate was written.
-fn installed_lines(f: &LeafFacts, now: i64) {
-    output::line(&format!(
-        "device certificate {} (serial {}) installed, valid until {} ({} days)",
-        f.subject,
-        f.serial,
-        rfc3339(f.not_after),
-        days_left(f.not_after, now)
-    ));
-    output::line(
-        "a running daemon puts it in force on the API and MQTT listeners within a minute (at once on SIGHUP); otherwise it is used at the next start",
-    );
-    let state = expiry_state(f.not_after, now);
-    if state != ExpiryState::Ok {
-        output::line(&format!(
-            "warning: this certificate is already close to its end ({})",
-            state.as_str()
-        ));
-    }
-}
-
-/// `kawal cert install --config FILE --cert NEW.pem`: checks the new certificate (leaf first,
-/// then its chain) against the device key and its validity, and writes it as
-/// `pki/device.crt.pem` atomically. A refusal is an audit event and leaves the file unchanged.
-pub fn install(config_path: &Path, cert_path: &Path) -> Result<()> {
-    let dev = open(config_path)?;
-    let pem = read_cert_file(cert_path)?;
-    let spki = device_spki(&dev)?;
-    let now = now_s();
-    let checked = check(&pem, &spki, now).and_then(|f| {
-        // What the daemon will do with it: TLS must accept the chain with the device key.
-        let key = serve::device_key(&dev).map_err(|e| Refusal::Unusable(e.message))?;
-        kawal_api::tls::server_config(
-            &TlsIdentity {
-                cert_chain_pem: pem.clone(),
-                key_pkcs8_der: key,
-            },
-            None,
-        )
-        .map_err(|e| Refusal::Unusable(e.to_string()))?;
-        Ok(f)
-    });
-    let log = dev.audit_log(device::ANCHOR_EVERY)?;
-    let result = match checked {
-        Err(r) => {
-            device::record(
-                &log,
-                Event::new("certificate.refused", "kawal-cert", Outcome::Denied)
-                    .with("certificate", DEVICE)
-                    .with("via", "kawal cert install")
-                    .with("reason", r.reason())
-                    .with("detail", r.to_string())
-                    .with(
-                        "content_sha256",
-                        hex::encode(kawal_crypto::sha256(pem.as_bytes())),
-                    ),
-            )?;
-            Err(CliError::new(
-                Exit::DataErr,
-                format!("refused: {r}; the installed certificate is unchanged"),
-            ))
-        }
-        Ok(f) => {
-            device::write_atomic(
-                &dev.layout.pki().join("device.crt.pem"),
-                pem.as_bytes(),
-                0o644,
-            )?;
-            device::record(
-                &log,
-                Event::new("certificate.installed", "kawal-cert", Outcome::Success)
-                    .with("certificate", DEVICE)
-                    .with("via", "kawal cert install")
-                    .with("serial", f.serial.as_str())
-                    .with("not_after", rfc3339(f.not_after))
-                    .with("sha256", f.sha256.as_str()),
-            )?;
-            installed_lines(&f, now);
-            Ok(())
-        }
-    };
-    log.close().or_exit(Exit::Io, "audit log")?;
-    result
-}
-
-/// `kawal cert reissue-dev --config FILE [--days N]`: on a dev device, a new device certificate
-/// for the same key from the dev CA made at provisioning (what peers trust does not change),
-/// written as `pki/device.crt.pem`. Refused on a production device.
-pub fn reissue_dev(config_path: &Path, days: u32) -> Result<()> {
-    let dev = open(config_path)?;
-    if !dev.info.dev {
-        return Err(CliError::new(
-            Exit::NoPerm,
-            "not a dev device: have the device's CA issue a new certificate and install it with `kawal cert install`",
-        ));
-    }
-    let ca_key = dev
-        .store
-        .get(tables::IDENTITY, "dev-ca")
-        .or_exit(Exit::DataErr, "store")?
-        .ok_or_else(|| CliError::new(Exit::DataErr, "the dev CA key is missing"))?;
-    let ca_key = IdentityKey::from_pkcs8_der(&ca_key)
-        .map_err(|e| CliError::new(Exit::DataErr, format!("dev CA key: {e}")))?;
-    let ca_pem = read_cert_file(&dev.layout.pki().join("dev-ca.crt.pem"))?;
-    let key = serve::device_key(&dev)?;
-    let device_key = IdentityKey::from_pkcs8_der(&key)
-        .map_err(|e| CliError::new(Exit::DataErr, format!("device key: {e}")))?;
-    let pem = kawal_pki::reissue_dev(&device_key, &ca_key, &ca_pem, &dev.info.uid, days)
-        .map_err(|e| CliError::new(Exit::Failure, format!("dev certificate: {e}")))?;
-    let now = now_s();
-    let f = check(&pem, &device_key.public_key_der(), now)
-        .map_err(|r| CliError::new(Exit::Failure, format!("the new certificate: {r}")))?;
-    device::write_atomic(
-        &dev.layout.pki().join("device.crt.pem"),
-        pem.as_bytes(),
-        0o644,
-    )?;
-    let log = dev.audit_log(device::ANCHOR_EVERY)?;
-    device::record(
-        &log,
-        Event::new("certificate.installed", "kawal-cert", Outcome::Success)
-            .with("certificate", DEVICE)
-            .with("via", "kawal cert reissue-dev")
-            .with("serial", f.serial.as_str())
-            .with("not_after", rfc3339(f.not_after))
-            .with("sha256", f.sha256.as_str()),
-    )?;
-    log.close().or_exit(Exit::Io, "audit log")?;
-    installed_lines(&f, now);
-    Ok(())
 }
 
 #[cfg(test)]

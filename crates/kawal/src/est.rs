@@ -109,6 +109,32 @@ fn post_csr(
     csr_der: &[u8],
     name: &str,
 ) -> Result<Vec<u8>> {
+    let cert = post_est(http, url, path, token, csr_der)?;
+    // The token decides whose certificate it is: one issued for another name means the
+    // token was another sensor's, and this device must not pose as that sensor.
+    let issued_for = kawal_gateway::server::identity_from_cert(&cert)
+        .map(|id| id.uid)
+        .map_err(|_| CliError::new(Exit::DataErr, "the gateway's certificate names no sensor"))?;
+    if issued_for != name {
+        return Err(CliError::new(
+            Exit::DataErr,
+            format!(
+                "the certificate was issued for '{issued_for}', not '{name}': that token belongs to another sensor (nothing written)"
+            ),
+        ));
+    }
+    Ok(cert)
+}
+
+/// Sends a CSR to `url` + `path` (an EST enrolment endpoint); the first certificate of the
+/// answer (DER). A refusal's text is cut short and stripped of control characters.
+pub fn post_est(
+    http: &Client,
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+    csr_der: &[u8],
+) -> Result<Vec<u8>> {
     let mut req = http
         .post(format!("{url}{path}"))
         .header(reqwest::header::CONTENT_TYPE, "application/pkcs10")
@@ -129,7 +155,7 @@ fn post_csr(
                 Exit::Failure
             },
             format!(
-                "enrolment refused by the gateway ({}): {}",
+                "enrolment refused by {url} ({}): {}",
                 status.as_u16(),
                 String::from_utf8_lossy(&body[..body.len().min(200)])
                     .chars()
@@ -138,21 +164,7 @@ fn post_csr(
             ),
         ));
     }
-    let cert = cert_from_est(&body)?;
-    // The token decides whose certificate it is: one issued for another name means the
-    // token was another sensor's, and this device must not pose as that sensor.
-    let issued_for = kawal_gateway::server::identity_from_cert(&cert)
-        .map(|id| id.uid)
-        .map_err(|_| CliError::new(Exit::DataErr, "the gateway's certificate names no sensor"))?;
-    if issued_for != name {
-        return Err(CliError::new(
-            Exit::DataErr,
-            format!(
-                "the certificate was issued for '{issued_for}', not '{name}': that token belongs to another sensor (nothing written)"
-            ),
-        ));
-    }
-    Ok(cert)
+    cert_from_est(&body)
 }
 
 fn sensor_ca(http: &Client, url: &str) -> String {
@@ -211,7 +223,8 @@ pub fn reenroll(
     })
 }
 
-fn pem_body(pem_text: &str) -> Result<Vec<u8>> {
+/// The DER inside a PEM text (the body lines, base64-decoded).
+pub fn pem_body(pem_text: &str) -> Result<Vec<u8>> {
     let body: String = pem_text
         .lines()
         .filter(|l| !l.starts_with("-----"))

@@ -12,6 +12,8 @@
 )]
 
 mod common;
+#[path = "common/fleet_ca.rs"]
+mod fleet_ca;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -295,4 +297,116 @@ fn an_expiring_certificate_is_warned_of_once_and_shown() {
         events_where(&gw, "certificate.expiring", "certificate", "device").len(),
         1
     );
+}
+
+/// G045: AU-1-10
+/// With `[device.renewal]`, the daemon renews its certificate from the fleet CA over EST
+/// (`simplereenroll`, authenticated by the certificate in force) once two thirds of its
+/// lifetime are gone. While the CA is away, every attempt fails, is recorded with the next
+/// retry, backs off, and the certificate in force serves on; when the CA is back, the renewed
+/// certificate is written and served on both listeners by the same process, and no further
+/// attempt follows.
+#[test]
+fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = fleet_ca::FleetCa::start(tmp.path());
+    fleet.set_mode(fleet_ca::Mode::Away);
+    let mut gw = Gateway::start_with(|cfg| {
+        let mut r = toml::Table::new();
+        r.insert("est-url".into(), fleet.url().into());
+        r.insert("ca-file".into(), fleet.ca_file.to_str().unwrap().into());
+        r.insert("retry-min-s".into(), 1.into());
+        r.insert("retry-max-s".into(), 2.into());
+        common::gateway::set(cfg, "device", "renewal", r);
+    });
+    gw.stop();
+    // The operator had the fleet CA certify the device key; 20 of its 24 hours are gone.
+    let csr = tmp.path().join("device.csr.pem");
+    let r = run(&["cert", "csr", "--config", d(&gw.config), "--out", d(&csr)]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let first = tmp.path().join("first.crt.pem");
+    std::fs::write(
+        &first,
+        fleet.issue_pem(
+            &std::fs::read_to_string(&csr).unwrap(),
+            -20 * 3600,
+            4 * 3600,
+        ),
+    )
+    .unwrap();
+    let r = run(&[
+        "cert",
+        "install",
+        "--config",
+        d(&gw.config),
+        "--cert",
+        d(&first),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let first_leaf = file_leaf(&gw);
+    gw.spawn_with_env(&[("KAWAL_DEVCERT_CHECK_S", "1")]);
+    let pid = gw.pid();
+
+    // Away: attempts fail and back off; the certificate in force serves on.
+    assert!(
+        wait(30, || gw.events("certificate.renewal-failed").len() >= 3),
+        "no failed attempts recorded: {}",
+        gw.daemon_log()
+    );
+    let failed = gw.events("certificate.renewal-failed");
+    for (i, e) in failed.iter().take(3).enumerate() {
+        let d = &e["details"];
+        assert_eq!(d["attempt"], i + 1, "{failed:?}");
+        assert!(d["retry_in_s"].as_u64().unwrap() <= 2, "{failed:?}");
+        assert!(
+            d["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{failed:?}"
+        );
+        assert_eq!(d["est_url"], fleet.url().as_str());
+    }
+    assert_eq!(fleet.issued(), 0);
+    assert_eq!(
+        served_leaf(gw.addr.port()).as_deref(),
+        Some(first_leaf.as_str())
+    );
+    assert_eq!(
+        served_leaf(gw.mqtt.port()).as_deref(),
+        Some(first_leaf.as_str())
+    );
+
+    // Back: renewed over EST and in force without a restart.
+    fleet.set_mode(fleet_ca::Mode::Serve);
+    assert!(
+        wait(30, || !events_where(
+            &gw,
+            "certificate.renewed",
+            "via",
+            "est"
+        )
+        .is_empty()),
+        "not renewed: {}",
+        gw.daemon_log()
+    );
+    let renewed = events_where(&gw, "certificate.renewed", "via", "est");
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    let new_leaf = file_leaf(&gw);
+    assert_ne!(new_leaf, first_leaf);
+    assert!(
+        wait(10, || served_leaf(gw.addr.port()).as_deref()
+            == Some(new_leaf.as_str())),
+        "the API still serves the old certificate"
+    );
+    assert!(
+        wait(10, || served_leaf(gw.mqtt.port()).as_deref()
+            == Some(new_leaf.as_str())),
+        "the MQTT listener still serves the old certificate"
+    );
+    assert_eq!(gw.pid(), pid, "the daemon restarted");
+    assert_eq!(fleet.issued(), 1);
+
+    // The renewed certificate has most of its life ahead: no further attempt.
+    let failures = gw.events("certificate.renewal-failed").len();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(fleet.issued(), 1);
+    assert_eq!(gw.events("certificate.renewal-failed").len(), failures);
 }
