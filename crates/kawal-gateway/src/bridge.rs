@@ -11,6 +11,13 @@
 //! AEAD suites only and the extended master secret, on the aws-lc-rs provider (the same
 //! policy as the management interface, `kawal-api/src/tls.rs`).
 //!
+//! # Identity
+//! [`BridgeHandle::reload_identity`] puts a renewed device certificate in force without a
+//! restart (G045 AU-1-10): every later handshake presents it, under the same pinned roots and
+//! policy, and a live session is ended with DISCONNECT and opened again at once, so the
+//! upstream sees the new certificate within a reconnect. Only the configuration in force
+//! holds the key.
+//!
 //! # Delivery
 //! Every queued message is sent as a QoS 1 PUBLISH (QoS 0 ones as QoS 0), oldest first, with
 //! at most [`BridgeSettings::inflight`] unacknowledged. A message leaves the queue only on the
@@ -45,173 +52,31 @@ use bytes::{Bytes, BytesMut};
 use kawal_audit::{AuditLog, Event, Outcome};
 use mqtt_proto::v3::{Connect, ConnectReturnCode, Packet, Publish, Subscribe, SubscribeReturnCode};
 use mqtt_proto::{Pid, QoS, QosPid, TopicFilter, TopicName};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
-use zeroize::Zeroizing;
 
 use crate::queue::{Queue, Queued};
+
+mod settings;
+mod tls;
+
+pub use settings::BridgeSettings;
+use tls::classify_tls;
+pub use tls::{ClientIdentity, client_config};
 
 /// The audit actor of bridge events.
 const ACTOR: &str = "gateway-bridge";
 /// How long a DISCONNECT may take at shutdown.
 const GOODBYE: Duration = Duration::from_secs(2);
-
-/// The gateway's TLS client identity towards the upstream.
-pub struct ClientIdentity {
-    /// One or more PEM `CERTIFICATE` blocks, the gateway's device certificate first.
-    pub cert_chain_pem: String,
-    /// The device certificate's private key, PKCS#8 DER; wiped on drop, never printed.
-    pub key_pkcs8_der: Zeroizing<Vec<u8>>,
-}
-
-impl fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field("cert_chain_pem_bytes", &self.cert_chain_pem.len())
-            .field("key_pkcs8_der", &"[REDACTED]")
-            .finish()
-    }
-}
-
-/// Where and how to reach the upstream.
-#[derive(Debug)]
-pub struct BridgeSettings {
-    /// Host name or address to connect to.
-    pub host: String,
-    /// TCP port (default 8883).
-    pub port: u16,
-    /// The name the upstream's certificate must carry (DNS name or IP address); also sent
-    /// as SNI when it is a DNS name.
-    pub server_name: String,
-    /// PEM `CERTIFICATE` blocks: the only CAs trusted for the upstream (pinned).
-    pub ca_roots_pem: String,
-    /// The gateway's device certificate and key.
-    pub identity: ClientIdentity,
-    /// The gateway's UID: the default client ID and `{gateway}` in [`Self::up_prefix`].
-    pub gateway_uid: String,
-    /// MQTT client ID; `None` means [`Self::gateway_uid`].
-    pub client_id: Option<String>,
-    /// MQTT keep-alive (default 60 s; whole seconds, at most 65,535; zero turns it off).
-    pub keepalive: Duration,
-    /// Upstream topic prefix, `{gateway}` replaced by the gateway UID
-    /// (default `kawal/gw/{gateway}`).
-    pub up_prefix: String,
-    /// The filter subscribed for commands; `None` means `<prefix>/+/down/#`.
-    pub down_filter: Option<String>,
-    /// Most QoS 1 messages sent and not yet acknowledged (default 32).
-    pub inflight: usize,
-    /// Shortest wait before reconnecting (default 1 s).
-    pub backoff_min: Duration,
-    /// Longest wait before reconnecting (default 60 s); waits are drawn uniformly between
-    /// the minimum and an exponentially growing cap (full jitter).
-    pub backoff_max: Duration,
-    /// MQTT clean-session flag (default false: see the module docs).
-    pub clean_session: bool,
-    /// Largest packet accepted from the upstream, in bytes (default 1 MiB).
-    pub max_packet: usize,
-    /// Limit for TCP connect, TLS handshake and CONNACK each, and for one write
-    /// (default 10 s).
-    pub io_timeout: Duration,
-}
-
-impl BridgeSettings {
-    /// Settings with every default, for the upstream at `host:8883`.
-    pub fn new(
-        host: impl Into<String>,
-        server_name: impl Into<String>,
-        ca_roots_pem: impl Into<String>,
-        identity: ClientIdentity,
-        gateway_uid: impl Into<String>,
-    ) -> Self {
-        Self {
-            host: host.into(),
-            port: 8883,
-            server_name: server_name.into(),
-            ca_roots_pem: ca_roots_pem.into(),
-            identity,
-            gateway_uid: gateway_uid.into(),
-            client_id: None,
-            keepalive: Duration::from_secs(60),
-            up_prefix: "kawal/gw/{gateway}".into(),
-            down_filter: None,
-            inflight: 32,
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            clean_session: false,
-            max_packet: 1 << 20,
-            io_timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// The upstream prefix with `{gateway}` filled in.
-    pub fn prefix(&self) -> String {
-        self.up_prefix.replace("{gateway}", &self.gateway_uid)
-    }
-
-    /// The subscribed command filter.
-    pub fn down_filter(&self) -> String {
-        self.down_filter
-            .clone()
-            .unwrap_or_else(|| format!("{}/+/down/#", self.prefix()))
-    }
-
-    /// Every problem with these settings (empty when usable).
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.host.is_empty() {
-            out.push("host is empty".to_owned());
-        }
-        if ServerName::try_from(self.server_name.as_str()).is_err() {
-            out.push(format!(
-                "server-name {:?} is not a DNS name or IP address",
-                self.server_name
-            ));
-        }
-        let prefix = self.prefix();
-        if prefix.is_empty()
-            || prefix.ends_with('/')
-            || prefix.split('/').any(str::is_empty)
-            || TopicName::is_invalid(&prefix)
-        {
-            out.push(format!("up-prefix {prefix:?} is not a valid topic prefix"));
-        }
-        if TopicFilter::try_from(self.down_filter().as_str()).is_err() {
-            out.push("down-filter is not a valid topic filter".to_owned());
-        }
-        if self
-            .client_id
-            .as_deref()
-            .unwrap_or(&self.gateway_uid)
-            .is_empty()
-        {
-            out.push("client-id (or the gateway UID) is empty".to_owned());
-        }
-        if self.keepalive.as_secs() > u64::from(u16::MAX) {
-            out.push("keepalive is over 65535 s".to_owned());
-        }
-        if !(1..=u16::MAX as usize - 1).contains(&self.inflight) {
-            out.push("inflight must be 1-65534".to_owned());
-        }
-        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
-            out.push("backoff-min must be above 0 and at most backoff-max".to_owned());
-        }
-        if self.max_packet < 64 || self.max_packet > 268_435_455 {
-            out.push("max-packet must be 64 B - 256 MiB".to_owned());
-        }
-        if self.io_timeout.is_zero() {
-            out.push("io-timeout must be above 0".to_owned());
-        }
-        out
-    }
-}
+/// The audit event of a new device certificate put in force (G045 AU-1-10).
+const EV_RELOADED: &str = "bridge.identity-reloaded";
 
 /// Why the bridge could not start (operator or provisioning errors; nothing here comes from
 /// the upstream).
@@ -259,6 +124,9 @@ pub struct BridgeStatus {
     pub down_dropped: u64,
     /// Queued messages dropped because they cannot be encoded as a PUBLISH.
     pub unsendable: u64,
+    /// SHA-256 (hex) of the DER of the device certificate in force (after a reload: the one
+    /// presented from the next handshake on).
+    pub identity_sha256: Option<String>,
 }
 
 /// Where commands from the upstream go: `(local topic, payload)`.
@@ -336,39 +204,6 @@ pub fn parse_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, Fra
     }
 }
 
-/// The rustls client configuration: pinned roots, the gateway's certificate, the policy
-/// above.
-///
-/// # Errors
-/// [`Error::Roots`], [`Error::ClientCert`] or [`Error::Tls`] for unusable material.
-pub fn client_config(settings: &BridgeSettings) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(settings.ca_roots_pem.as_bytes()) {
-        let cert = cert.map_err(|e| Error::Roots(e.to_string()))?;
-        roots.add(cert).map_err(|e| Error::Roots(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(Error::Roots("no certificate found".into()));
-    }
-    let chain = CertificateDer::pem_slice_iter(settings.identity.cert_chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::ClientCert(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(Error::ClientCert("no certificate found".into()));
-    }
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        settings.identity.key_pkcs8_der.to_vec(),
-    ));
-    let mut config = ClientConfig::builder_with_provider(kawal_crypto::tls::provider())
-        .with_protocol_versions(kawal_crypto::tls::PROTOCOL_VERSIONS)
-        .map_err(Error::Tls)?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(Error::Tls)?;
-    config.require_ems = true;
-    Ok(Arc::new(config))
-}
-
 /// The bridge task's entry point.
 pub struct Bridge;
 
@@ -378,7 +213,7 @@ impl Bridge {
     /// # Errors
     /// [`Error`] for unusable settings or TLS material, or outside a runtime.
     pub fn spawn(
-        settings: BridgeSettings,
+        mut settings: BridgeSettings,
         queue: Arc<Queue>,
         deliver_down: DeliverDown,
         audit: Arc<AuditLog>,
@@ -387,12 +222,26 @@ impl Bridge {
         if !problems.is_empty() {
             return Err(Error::Settings(problems));
         }
-        let tls = client_config(&settings)?;
+        let (tls, leaf_sha256) = tls::build(&settings.ca_roots_pem, &settings.identity)?;
         let server_name = ServerName::try_from(settings.server_name.clone())
             .map_err(|_| Error::Settings(vec!["server-name is invalid".into()]))?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let status = Arc::new(Mutex::new(BridgeStatus::default()));
+        // The config holds the key now; a copy kept here would outlive a reload.
+        settings.identity = ClientIdentity::empty();
+        let status = Arc::new(Mutex::new(BridgeStatus {
+            identity_sha256: Some(leaf_sha256),
+            ..BridgeStatus::default()
+        }));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (tls_tx, tls_rx) = watch::channel(tls);
+        let reloader = Reloader {
+            roots_pem: std::mem::take(&mut settings.ca_roots_pem),
+            tls: tls_tx,
+            audit: Arc::clone(&audit),
+            runtime: runtime.clone(),
+            upstream: upstream(&settings),
+            server_name: settings.server_name.clone(),
+        };
         let ctx = Ctx {
             prefix: settings.prefix(),
             down_filter: settings.down_filter(),
@@ -400,7 +249,6 @@ impl Bridge {
                 .client_id
                 .clone()
                 .unwrap_or_else(|| settings.gateway_uid.clone()),
-            connector: TlsConnector::from(tls),
             server_name,
             settings,
             queue,
@@ -410,11 +258,12 @@ impl Bridge {
             max_sent: 0,
             last_audited: None,
         };
-        let task = runtime.spawn(run(ctx, stop_rx));
+        let task = runtime.spawn(run(ctx, stop_rx, tls_rx));
         Ok(BridgeHandle {
             status,
             stop: stop_tx,
             task: Mutex::new(Some(task)),
+            reloader: Mutex::new(reloader),
         })
     }
 }
@@ -424,6 +273,19 @@ pub struct BridgeHandle {
     status: Arc<Mutex<BridgeStatus>>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Locked for a whole reload, so the status names the identity in force.
+    reloader: Mutex<Reloader>,
+}
+
+/// What a reload needs: the pinned roots (no key: that lives only in the config in force).
+struct Reloader {
+    roots_pem: String,
+    /// The config for every later handshake; a change also ends the live session.
+    tls: watch::Sender<Arc<ClientConfig>>,
+    audit: Arc<AuditLog>,
+    runtime: tokio::runtime::Handle,
+    upstream: String,
+    server_name: String,
 }
 
 impl fmt::Debug for BridgeHandle {
@@ -438,6 +300,49 @@ impl BridgeHandle {
     /// The current state.
     pub fn status(&self) -> BridgeStatus {
         lock(&self.status).clone()
+    }
+
+    /// Puts a renewed device certificate in force without a restart: every later handshake
+    /// presents `identity` (same pinned roots and policy), and a live session is ended with
+    /// DISCONNECT and opened again at once, without a back-off wait. Unacknowledged messages
+    /// stay in the queue and are resent in the new session. Audited as
+    /// `bridge.identity-reloaded`, with the new leaf certificate's SHA-256. Callable from any
+    /// thread.
+    ///
+    /// # Errors
+    /// [`Error::ClientCert`] or [`Error::Tls`] (also for a key that does not belong to the
+    /// certificate); the bridge then goes on with the identity it had.
+    pub fn reload_identity(&self, identity: ClientIdentity) -> Result<(), Error> {
+        let r = lock(&self.reloader);
+        let previous = lock(&self.status).identity_sha256.clone();
+        let built = tls::build(&r.roots_pem, &identity);
+        // Taken by value so that the key is wiped here: only the config in force holds it.
+        drop(identity);
+        let (config, leaf_sha256) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::warn!(upstream = %r.upstream, error = %e, "new bridge identity refused; keeping the old one");
+                append_off_runtime(
+                    &r.runtime,
+                    Arc::clone(&r.audit),
+                    event(&r.upstream, &r.server_name, EV_RELOADED, Outcome::Failure)
+                        .with("reason", e.to_string()),
+                );
+                return Err(e);
+            }
+        };
+        // `send_replace` stores the config even while the task is between sessions (no
+        // receiver waiting is not an error here).
+        r.tls.send_replace(config);
+        lock(&self.status).identity_sha256 = Some(leaf_sha256.clone());
+        tracing::info!(upstream = %r.upstream, cert_sha256 = %leaf_sha256, "bridge identity reloaded");
+        let mut ev = event(&r.upstream, &r.server_name, EV_RELOADED, Outcome::Success)
+            .with("new_cert_sha256", leaf_sha256);
+        if let Some(previous) = previous {
+            ev = ev.with("previous_cert_sha256", previous);
+        }
+        append_off_runtime(&r.runtime, Arc::clone(&r.audit), ev);
+        Ok(())
     }
 
     /// Stops the bridge: sends DISCONNECT if connected and waits for the task to end.
@@ -502,7 +407,6 @@ struct Ctx {
     prefix: String,
     down_filter: String,
     client_id: String,
-    connector: TlsConnector,
     server_name: ServerName<'static>,
     queue: Arc<Queue>,
     deliver_down: DeliverDown,
@@ -517,39 +421,85 @@ struct Ctx {
 
 impl Ctx {
     fn upstream(&self) -> String {
-        format!("{}:{}", self.settings.host, self.settings.port)
+        upstream(&self.settings)
     }
 
     fn audit(&self, event: Event) {
-        let log = Arc::clone(&self.audit);
-        // The append waits for its sync; keep that off the runtime's threads.
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = log.append(event) {
-                tracing::error!(error = %e, "could not write a bridge audit event");
-            }
-        });
+        append_off_runtime(
+            &tokio::runtime::Handle::current(),
+            Arc::clone(&self.audit),
+            event,
+        );
     }
 
     fn event(&self, name: &str, outcome: Outcome) -> Event {
-        Event::new(name, ACTOR, outcome)
-            .with("upstream", self.upstream())
-            .with("server_name", self.settings.server_name.as_str())
+        event(&self.upstream(), &self.settings.server_name, name, outcome)
     }
 }
 
-async fn run(mut ctx: Ctx, mut stop: watch::Receiver<bool>) {
+fn upstream(s: &BridgeSettings) -> String {
+    format!("{}:{}", s.host, s.port)
+}
+
+/// A bridge audit event naming the upstream.
+fn event(upstream: &str, server_name: &str, name: &str, outcome: Outcome) -> Event {
+    Event::new(name, ACTOR, outcome)
+        .with("upstream", upstream)
+        .with("server_name", server_name)
+}
+
+fn append_off_runtime(runtime: &tokio::runtime::Handle, log: Arc<AuditLog>, event: Event) {
+    // The append waits for its sync; keep that off the runtime's threads.
+    runtime.spawn_blocking(move || {
+        if let Err(e) = log.append(event) {
+            tracing::error!(error = %e, "could not write a bridge audit event");
+        }
+    });
+}
+
+/// Why a session ended without a failure.
+enum End {
+    /// The handle asked the bridge to stop, or is gone.
+    Stopped,
+    /// A new identity is in force: connect again at once.
+    Reload,
+}
+
+async fn run(
+    mut ctx: Ctx,
+    mut stop: watch::Receiver<bool>,
+    mut tls: watch::Receiver<Arc<ClientConfig>>,
+) {
     let mut attempt: u32 = 0;
     loop {
         if *stop.borrow() {
             return;
         }
         let mut established = false;
-        let result = session(&mut ctx, &mut stop, &mut established).await;
+        let result = session(&mut ctx, &mut stop, &mut tls, &mut established).await;
         if established {
             attempt = 0;
         }
         let failure = match result {
-            Ok(()) => {
+            Ok(End::Reload) => {
+                if established {
+                    tracing::info!(upstream = %ctx.upstream(), "upstream bridge reconnecting with its new identity");
+                    ctx.audit(
+                        ctx.event("bridge.disconnected", Outcome::Info)
+                            .with("reason", "identity reloaded"),
+                    );
+                }
+                {
+                    let mut st = lock(&ctx.status);
+                    st.connected = false;
+                    st.subscribed = false;
+                }
+                // A refusal of the new identity is news even if it reads like the old one's.
+                ctx.last_audited = None;
+                attempt = 0;
+                continue;
+            }
+            Ok(End::Stopped) => {
                 if established {
                     ctx.audit(
                         ctx.event("bridge.disconnected", Outcome::Info)
@@ -592,6 +542,14 @@ async fn run(mut ctx: Ctx, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = sleep(wait) => {}
             _ = stop.changed() => return,
+            // The new identity may be what the upstream was refusing: try it at once.
+            r = tls.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                ctx.last_audited = None;
+                attempt = 0;
+            }
         }
     }
 }
@@ -606,24 +564,6 @@ fn backoff(s: &BridgeSettings, attempt: u32) -> Duration {
     let r = kawal_crypto::rng::array::<8>().map_or(0, u64::from_be_bytes);
     let ms = min + u128::from(r) % (cap - min + 1);
     Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
-}
-
-fn classify_tls(e: &std::io::Error) -> Failure {
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
-    match inner {
-        Some(
-            err @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
-        ) => Failure::new(
-            Kind::Refused,
-            format!("upstream certificate refused: {err}"),
-        ),
-        Some(err @ rustls::Error::AlertReceived(_)) => Failure::new(
-            Kind::Rejected,
-            format!("upstream ended the TLS handshake: {err}"),
-        ),
-        Some(err) => Failure::new(Kind::Rejected, format!("TLS handshake failed: {err}")),
-        None => Failure::new(Kind::Unreachable, format!("TLS handshake failed: {e}")),
-    }
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(
@@ -674,6 +614,7 @@ type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 /// TCP, TLS, CONNECT and CONNACK: what comes before a session.
 async fn establish(
     ctx: &Ctx,
+    tls: Arc<ClientConfig>,
 ) -> Result<
     (
         tokio::io::ReadHalf<Tls>,
@@ -691,7 +632,8 @@ async fn establish(
         Err(_) => return Err(Failure::new(Kind::Unreachable, "connect timed out")),
     };
     let _ = tcp.set_nodelay(true);
-    let tls = match timeout(io, ctx.connector.connect(ctx.server_name.clone(), tcp)).await {
+    let connector = TlsConnector::from(tls);
+    let tls = match timeout(io, connector.connect(ctx.server_name.clone(), tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return Err(classify_tls(&e)),
         Err(_) => return Err(Failure::new(Kind::Unreachable, "TLS handshake timed out")),
@@ -746,12 +688,15 @@ async fn establish(
 async fn session(
     ctx: &mut Ctx,
     stop: &mut watch::Receiver<bool>,
+    tls: &mut watch::Receiver<Arc<ClientConfig>>,
     established: &mut bool,
-) -> Result<(), Failure> {
-    // A stop while connecting ends the attempt at once.
+) -> Result<End, Failure> {
+    let config = Arc::clone(&tls.borrow_and_update());
+    // A stop while connecting ends the attempt at once; a new identity starts it again.
     let (mut rd, mut wr, mut buf, connack) = tokio::select! {
-        r = establish(ctx) => r?,
-        _ = stop.changed() => return Ok(()),
+        r = establish(ctx, config) => r?,
+        _ = stop.changed() => return Ok(End::Stopped),
+        r = tls.changed() => return Ok(if r.is_ok() { End::Reload } else { End::Stopped }),
     };
     let s = &ctx.settings;
     let io = s.io_timeout;
@@ -801,11 +746,14 @@ async fn session(
         tokio::select! {
             biased;
             _ = stop.changed() => {
-                out.clear();
-                encode(&Packet::Disconnect, &mut out)?;
-                let _ = write_all(&mut wr, &out, GOODBYE).await;
-                let _ = timeout(GOODBYE, wr.shutdown()).await;
-                return Ok(());
+                goodbye(ctx, &mut rd, &mut wr, &mut buf, &mut inflight).await;
+                return Ok(End::Stopped);
+            }
+            // A clean end, as at shutdown; what is still in flight is resent in the next
+            // session.
+            r = tls.changed() => {
+                goodbye(ctx, &mut rd, &mut wr, &mut buf, &mut inflight).await;
+                return Ok(if r.is_ok() { End::Reload } else { End::Stopped });
             }
             r = rd.read_buf(&mut buf) => {
                 match r {
@@ -882,6 +830,51 @@ async fn session(
     }
 }
 
+/// Ends a live session within [`GOODBYE`]: DISCONNECT and close_notify, then reads until the
+/// upstream closes. Closing with its PUBACKs unread would reset the connection, and the
+/// upstream could lose the DISCONNECT; reading them also spares resending what it has.
+async fn goodbye(
+    ctx: &Ctx,
+    rd: &mut tokio::io::ReadHalf<Tls>,
+    wr: &mut tokio::io::WriteHalf<Tls>,
+    buf: &mut BytesMut,
+    inflight: &mut VecDeque<(u16, u64)>,
+) {
+    let deadline = Instant::now() + GOODBYE;
+    let mut out = Vec::new();
+    if encode(&Packet::Disconnect, &mut out).is_ok() {
+        let _ = write_all(wr, &out, GOODBYE).await;
+    }
+    let _ = timeout_at(deadline, wr.shutdown()).await;
+    let mut acks = Vec::new();
+    'drain: loop {
+        loop {
+            match parse_frame(buf, ctx.settings.max_packet) {
+                Ok(Some(Packet::Puback(pid))) => acks.extend(take_inflight(inflight, pid)),
+                // Not acknowledged now, so a QoS 1 command comes again in the next session.
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => break 'drain,
+            }
+        }
+        buf.reserve(4096);
+        match timeout_at(deadline, rd.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    if !acks.is_empty() {
+        ctx.queue.ack(&acks);
+        lock(&ctx.status).acked += acks.len() as u64;
+    }
+}
+
+/// The sequence number acknowledged by a PUBACK for `pid`, no longer in flight.
+fn take_inflight(inflight: &mut VecDeque<(u16, u64)>, pid: Pid) -> Option<u64> {
+    let i = inflight.iter().position(|(p, _)| *p == pid.value())?;
+    inflight.remove(i).map(|(_, seq)| seq)
+}
+
 fn publish_for(
     ctx: &Ctx,
     q: &Queued,
@@ -911,16 +904,10 @@ fn handle(
     ping_sent: &mut Option<Instant>,
 ) -> Result<(), Failure> {
     match packet {
-        Packet::Puback(pid) => {
-            let pid = pid.value();
-            if let Some(i) = inflight.iter().position(|(p, _)| *p == pid) {
-                if let Some((_, seq)) = inflight.remove(i) {
-                    acks.push(seq);
-                }
-            } else {
-                tracing::debug!(pid, "PUBACK for no message in flight");
-            }
-        }
+        Packet::Puback(pid) => match take_inflight(inflight, pid) {
+            Some(seq) => acks.push(seq),
+            None => tracing::debug!(pid = pid.value(), "PUBACK for no message in flight"),
+        },
         Packet::Publish(p) => {
             match down_topic(&ctx.prefix, &p.topic_name) {
                 Some(local) => {

@@ -1,6 +1,7 @@
 //! The upstream bridge against a real Mosquitto 2.0 over mutual TLS on loopback: telemetry
 //! arrives under the mapped topic, nothing accepted is lost across an upstream outage,
-//! commands come back down, and a rogue broker gets nothing.
+//! commands come back down, a rogue broker gets nothing, and a renewed device certificate is
+//! presented without a restart.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,14 +15,18 @@ mod bridge_support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bridge_support::{
-    Ca, GATEWAY, Gateway, Mosquitto, Subscriber, bridge_settings, connector, free_port, publish,
-    wait_until,
+    Ca, GATEWAY, Gateway, Leaf, Mosquitto, Subscriber, bridge_settings, connector, free_port,
+    publish, wait_until,
 };
 use bytes::Bytes;
-use kawal_gateway::bridge::{Bridge, DeliverDown};
+use kawal_gateway::bridge::{Bridge, BridgeHandle, ClientIdentity, DeliverDown, Error};
 use kawal_gateway::{Message, Uplink};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use zeroize::Zeroizing;
 
 fn msg(uid: &str, rest: &str, payload: String) -> Message {
     Message {
@@ -143,7 +148,7 @@ async fn telemetry_goes_up_and_commands_come_down() {
     let gw = Gateway::new();
     let (down, deliver) = down_sink();
     let mut settings = bridge_settings(port, &ca.cert_pem, &ca.client(GATEWAY));
-    settings.keepalive = std::time::Duration::from_secs(1);
+    settings.keepalive = Duration::from_secs(1);
     let bridge = Bridge::spawn(settings, gw.queue.clone(), deliver, gw.audit.clone()).unwrap();
 
     submit_all(
@@ -198,7 +203,7 @@ async fn telemetry_goes_up_and_commands_come_down() {
 
     // Idle for three keep-alive periods: the PINGREQs keep the session (Mosquitto drops a
     // client silent for 1.5 periods).
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let st = bridge.status();
     assert!(st.connected && st.reconnects == 0, "{st:?}");
 
@@ -476,4 +481,220 @@ async fn rogue_broker_gets_nothing() {
         let log = mq.log();
         assert!(!log.contains("New client connected"), "{case}: {log}");
     }
+}
+
+fn identity(leaf: &Leaf) -> ClientIdentity {
+    ClientIdentity {
+        cert_chain_pem: leaf.cert_pem.clone(),
+        key_pkcs8_der: Zeroizing::new(leaf.key_der.clone()),
+    }
+}
+
+fn leaf_sha256(leaf: &Leaf) -> String {
+    let der = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+    hex::encode(kawal_crypto::sha256(&der))
+}
+
+/// Mosquitto's log line part for a client whose certificate CN is `cn`
+/// (`use_identity_as_username`).
+fn as_user(cn: &str) -> String {
+    format!("as {GATEWAY} (p2, c0, k5, u'{cn}')")
+}
+
+/// `n` messages `"<uid>:<i>"` over `uids` sensors, numbered from `from`.
+fn seq_msgs(uids: usize, from: usize, n: usize) -> Vec<Message> {
+    (from..from + n)
+        .map(|i| {
+            let uid = format!("s{}", i % uids);
+            msg(&uid, "seq", format!("{uid}:{}", i / uids))
+        })
+        .collect()
+}
+
+/// `reload_identity` from a blocking thread, as the daemon's renewal calls it.
+async fn reload(bridge: &Arc<BridgeHandle>, id: ClientIdentity) -> Result<(), Error> {
+    let b = Arc::clone(bridge);
+    tokio::task::spawn_blocking(move || b.reload_identity(id))
+        .await
+        .unwrap()
+}
+
+/// G045: AU-1-10 — a renewed device certificate is in force without a restart: after
+/// `reload_identity` the bridge ends its session with DISCONNECT, reconnects at once (well
+/// within its back-off) and the upstream sees the new certificate; messages queued before,
+/// during and after the reload all arrive, in order per sensor; the reload is audited with the
+/// new leaf's SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_identity_is_presented_without_restart() {
+    let ca = Ca::new("upstream CA");
+    let (cert_a, cert_b) = (ca.client("gateway-cert-A"), ca.client("gateway-cert-B"));
+    let broker_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mq = Mosquitto::start_new(
+        broker_dir.path(),
+        port,
+        &ca.cert_pem,
+        &ca.server(&["127.0.0.1"]),
+    );
+    let prefix = format!("kawal/gw/{GATEWAY}");
+    let sub = Subscriber::spawn(
+        connector(&ca, &ca.client("test-sub")),
+        port,
+        "test-sub",
+        &format!("{prefix}/#"),
+    );
+    wait_until("subscriber", || {
+        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let gw = Gateway::new();
+    let (_down, deliver) = down_sink();
+    let mut settings = bridge_settings(port, &ca.cert_pem, &cert_a);
+    // Far beyond the wait for the new session below: a reconnect in time did not back off.
+    settings.backoff_min = Duration::from_secs(25);
+    settings.backoff_max = Duration::from_secs(25);
+    let bridge =
+        Arc::new(Bridge::spawn(settings, gw.queue.clone(), deliver, gw.audit.clone()).unwrap());
+    wait_until("bridge connected as A", || bridge.status().connected).await;
+    assert_eq!(bridge.status().identity_sha256, Some(leaf_sha256(&cert_a)));
+    wait_until("upstream saw A", || {
+        mq.log().contains(&as_user("gateway-cert-A"))
+    })
+    .await;
+
+    const UIDS: usize = 4;
+    const BEFORE: usize = 4000;
+    const AFTER: usize = 1000;
+    submit_all(&gw, seq_msgs(UIDS, 0, BEFORE)).await;
+    sub.wait_for("the stream to be under way", |r| r.len() >= 200)
+        .await;
+    reload(&bridge, identity(&cert_b)).await.unwrap();
+    let left = gw.queue.len();
+    assert_eq!(bridge.status().identity_sha256, Some(leaf_sha256(&cert_b)));
+    submit_all(&gw, seq_msgs(UIDS, BEFORE, AFTER)).await;
+
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !mq.log().contains(&as_user("gateway-cert-B")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("upstream did not see B within 5 s:\n{}", mq.log()));
+
+    const N: usize = BEFORE + AFTER;
+    sub.wait_for("every message", |r| {
+        r.iter()
+            .map(|(_, p)| p.clone())
+            .collect::<HashSet<_>>()
+            .len()
+            >= N
+    })
+    .await;
+    wait_until("queue drained", || gw.queue.is_empty()).await;
+    let st = bridge.status();
+    let report = Delivery::of(&sub.snapshot(), &prefix, UIDS, N);
+    println!(
+        "identity reload: {N} messages, {left} still queued at the reload: {report}; bridge \
+         sent {} acked {} reconnects {}",
+        st.sent, st.acked, st.reconnects
+    );
+    report.assert_complete();
+    assert!(st.connected, "{st:?}");
+    assert_eq!(st.reconnects, 1, "{st:?}");
+
+    // The session as A ended with DISCONNECT ("disconnected", not "closed its connection"),
+    // before the one as B began.
+    let log = mq.log();
+    let bye = log
+        .find(&format!("Client {GATEWAY} disconnected."))
+        .unwrap_or_else(|| panic!("no clean disconnect:\n{log}"));
+    let as_b = log.find(&as_user("gateway-cert-B")).unwrap();
+    assert!(bye < as_b, "{log}");
+    assert!(
+        !log.contains(&format!("Client {GATEWAY} closed its connection")),
+        "{log}"
+    );
+
+    let ev = gw.wait_audit("bridge.identity-reloaded").await;
+    assert_eq!(ev.1, "success");
+    assert!(ev.2.contains(&leaf_sha256(&cert_b)), "{ev:?}");
+    assert!(ev.2.contains("new_cert_sha256"), "{ev:?}");
+    let bye = gw.wait_audit("bridge.disconnected").await;
+    assert_eq!(bye.1, "info");
+    assert!(bye.2.contains("identity reloaded"), "{bye:?}");
+    bridge.shutdown().await;
+}
+
+/// G045: AU-1-10 — a renewal that cannot be put in force (a certificate with a key that is
+/// not its own, or no certificate at all) is refused by `reload_identity` and changes nothing:
+/// the session as A stays up and keeps delivering, and each refusal is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_renewal_is_refused_and_the_old_identity_stays() {
+    let ca = Ca::new("upstream CA");
+    let (cert_a, cert_b) = (ca.client("gateway-cert-A"), ca.client("gateway-cert-B"));
+    let broker_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mq = Mosquitto::start_new(
+        broker_dir.path(),
+        port,
+        &ca.cert_pem,
+        &ca.server(&["127.0.0.1"]),
+    );
+    let prefix = format!("kawal/gw/{GATEWAY}");
+    let sub = Subscriber::spawn(
+        connector(&ca, &ca.client("test-sub")),
+        port,
+        "test-sub",
+        &format!("{prefix}/#"),
+    );
+    wait_until("subscriber", || {
+        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let gw = Gateway::new();
+    let (_down, deliver) = down_sink();
+    let settings = bridge_settings(port, &ca.cert_pem, &cert_a);
+    let bridge =
+        Arc::new(Bridge::spawn(settings, gw.queue.clone(), deliver, gw.audit.clone()).unwrap());
+    wait_until("bridge connected as A", || bridge.status().connected).await;
+    submit_all(&gw, seq_msgs(2, 0, 4)).await;
+    sub.wait_for("the first messages", |r| r.len() >= 4).await;
+
+    // B's certificate with A's key.
+    let mismatched = ClientIdentity {
+        cert_chain_pem: cert_b.cert_pem.clone(),
+        key_pkcs8_der: Zeroizing::new(cert_a.key_der.clone()),
+    };
+    let err = reload(&bridge, mismatched).await.unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err}");
+    let no_cert = ClientIdentity {
+        cert_chain_pem: "not a certificate".into(),
+        key_pkcs8_der: Zeroizing::new(cert_b.key_der.clone()),
+    };
+    let err = reload(&bridge, no_cert).await.unwrap_err();
+    assert!(matches!(err, Error::ClientCert(_)), "{err}");
+
+    let st = bridge.status();
+    assert_eq!(st.identity_sha256, Some(leaf_sha256(&cert_a)));
+    submit_all(&gw, seq_msgs(2, 4, 4)).await;
+    sub.wait_for("the later messages", |r| r.len() >= 8).await;
+    wait_until("queue drained", || gw.queue.is_empty()).await;
+    Delivery::of(&sub.snapshot(), &prefix, 2, 8).assert_complete();
+    let st = bridge.status();
+    assert!(st.connected && st.reconnects == 0, "{st:?}");
+
+    let log = mq.log();
+    assert!(log.contains(&as_user("gateway-cert-A")), "{log}");
+    assert!(!log.contains("u'gateway-cert-B'"), "{log}");
+    assert!(
+        !log.contains(&format!("Client {GATEWAY} disconnected")),
+        "{log}"
+    );
+    wait_until("both refusals audited", || {
+        gw.audit_events("bridge.identity-reloaded").len() >= 2
+    })
+    .await;
+    let events = gw.audit_events("bridge.identity-reloaded");
+    assert!(events.iter().all(|e| e.1 == "failure"), "{events:?}");
+    bridge.shutdown().await;
 }

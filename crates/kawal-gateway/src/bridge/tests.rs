@@ -5,6 +5,8 @@
     reason = "tests: a failure should stop the test loudly"
 )]
 
+use zeroize::Zeroizing;
+
 use super::*;
 
 fn settings() -> BridgeSettings {
@@ -120,4 +122,42 @@ fn backoff_stays_within_bounds() {
         assert!(d >= s.backoff_min && d <= s.backoff_max, "{d:?}");
     }
     assert_eq!(backoff(&s, 0), Duration::from_secs(1));
+}
+
+fn self_signed(name: &str) -> (String, Vec<u8>, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    (
+        c.cert.pem(),
+        c.cert.der().to_vec(),
+        c.signing_key.serialize_der(),
+    )
+}
+
+/// G045: AU-1-10 — a renewed identity is checked before it is put in force: its key must
+/// belong to its certificate, and the leaf's SHA-256 names it in the status and audit log.
+#[test]
+fn identity_is_checked_and_named_by_its_leaf() {
+    let (roots, _, _) = self_signed("upstream.example");
+    let (cert_a, der_a, key_a) = self_signed("a");
+    let (_, _, key_b) = self_signed("b");
+    let good = ClientIdentity {
+        cert_chain_pem: cert_a.clone(),
+        key_pkcs8_der: Zeroizing::new(key_a),
+    };
+    let (_, sha) = tls::build(&roots, &good).unwrap();
+    assert_eq!(sha, hex::encode(kawal_crypto::sha256(&der_a)));
+    let mismatched = ClientIdentity {
+        cert_chain_pem: cert_a,
+        key_pkcs8_der: Zeroizing::new(key_b),
+    };
+    let err = tls::build(&roots, &mismatched).unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err}");
+    let no_cert = ClientIdentity {
+        cert_chain_pem: String::new(),
+        ..mismatched
+    };
+    assert!(matches!(
+        tls::build(&roots, &no_cert),
+        Err(Error::ClientCert(_))
+    ));
 }
