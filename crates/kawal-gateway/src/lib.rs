@@ -19,6 +19,7 @@ pub mod acl;
 pub mod bridge;
 pub mod broker;
 pub mod client;
+pub mod clock;
 pub mod conn;
 pub mod frame;
 #[cfg(feature = "fuzzing")]

@@ -69,6 +69,9 @@ pub struct TlsMaterial {
     /// Certificate revocation lists of those CAs (optional; when given, a sensor certificate
     /// whose status none of them covers is refused).
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The clock floor: sensor certificates are checked at it when the clock reads earlier
+    /// (see [`crate::clock`]); `None` checks at the clock's time.
+    pub clock_floor: Option<Arc<crate::clock::ClockFloor>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for TlsMaterial {
             .field("key", &"[REDACTED]")
             .field("sensor_roots", &self.sensor_roots.len())
             .field("crls", &self.crls.len())
+            .field("clock_floor", &self.clock_floor.as_ref().map(|f| f.get()))
             .finish()
     }
 }
@@ -157,11 +161,17 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, Error> {
         return Err(Error::NoSensorRoots);
     }
     let provider = provider();
-    let verifier =
+    let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .with_crls(m.crls.iter().cloned())
             .build()
             .map_err(Error::Verifier)?;
+    if let Some(floor) = &m.clock_floor {
+        verifier = Arc::new(crate::clock::FloorVerifier {
+            inner: verifier,
+            floor: Arc::clone(floor),
+        });
+    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(Error::Policy)?
@@ -547,6 +557,7 @@ mod tests {
             key: PrivateKeyDer::Pkcs8(vec![0xAB; 40].into()),
             sensor_roots: Vec::new(),
             crls: Vec::new(),
+            clock_floor: None,
         };
         let shown = format!("{m:?}");
         assert!(shown.contains("REDACTED") && !shown.contains("171"));

@@ -298,10 +298,55 @@ async fn reloaded_roots_apply_to_the_next_handshake() {
             key: fx.server_leaf.key(),
             sensor_roots: vec![ca2.cert.clone()],
             crls: Vec::new(),
+            clock_floor: None,
         })
         .unwrap();
     assert!(gets_through(&fx, &connector(&fx.ca, Some(&on_new)), "s2").await);
     assert!(!gets_through(&fx, &connector(&fx.ca, Some(&on_old)), "s1").await);
+    fx.stop().await;
+}
+
+/// G045: AU-1-9
+/// Sensor certificates are checked at the clock floor while the clock reads earlier (a
+/// gateway booted without a real-time clock): a certificate not yet valid by the clock but
+/// valid at the floor is admitted, one that expired before the floor is refused, and the
+/// floor's use is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_behind_the_floor_checks_sensor_certificates_at_the_floor() {
+    use kawal_gateway::clock::ClockFloor;
+    use std::sync::Arc;
+    let fx = fixture().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Whole years ahead of the clock, so the dates stay in the future whenever this runs.
+    let year = i32::try_from(1970 + now / 31_556_952).unwrap();
+    let ahead = fx
+        .ca
+        .sensor_valid("s1", (year + 2, 1, 1), (year + 10, 1, 1));
+    let gone = fx.ca.sensor_valid("s2", (year - 1, 1, 1), (year + 3, 1, 1));
+    assert!(!gets_through(&fx, &fx.connector(&ahead), "s1").await);
+    fx.wait_audit("mqtt.refused", "not-yet-valid").await;
+    assert!(gets_through(&fx, &fx.connector(&gone), "s2").await);
+
+    // The device has lived past the start of year + 4 (its log says so); the clock says now.
+    let floor = Arc::new(ClockFloor::new(
+        i64::try_from(now).unwrap() + 4 * 366 * 86_400,
+    ));
+    fx.server
+        .reload_tls(&TlsMaterial {
+            chain: vec![fx.server_leaf.cert.clone()],
+            key: fx.server_leaf.key(),
+            sensor_roots: vec![fx.ca.cert.clone()],
+            crls: Vec::new(),
+            clock_floor: Some(Arc::clone(&floor)),
+        })
+        .unwrap();
+    assert!(gets_through(&fx, &fx.connector(&ahead), "s1").await);
+    assert!(!gets_through(&fx, &fx.connector(&gone), "s2").await);
+    fx.wait_audit("mqtt.refused", "expired").await;
+    assert!(floor.applied() >= 2, "{}", floor.applied());
     fx.stop().await;
 }
 
@@ -537,6 +582,7 @@ async fn a_certificate_on_the_crl_is_refused_in_the_handshake() {
             key: fx.server_leaf.key(),
             sensor_roots: vec![fx.ca.cert.clone()],
             crls: vec![fx.ca.crl(&[&[0x51, 0x01]])],
+            clock_floor: None,
         })
         .unwrap();
     assert!(!gets_through(&fx, &fx.connector(&revoked), "s1").await);

@@ -13,9 +13,13 @@
 //! new serial, not-after and SHA-256) and `certificate.refused` (the reason), the latter once
 //! per distinct file content, not once a minute.
 //!
-//! The upstream bridge builds its TLS client configuration once, at start, and has no reload:
-//! it presents the previous certificate, across reconnects too, until the daemon restarts. The
-//! renewal event says so when an upstream uses the device certificate.
+//! When the upstream bridge presents the device certificate (no `[upstream] cert-file`), it is
+//! given the renewed one too and reconnects with it at once (`in_force_on` says
+//! `api,mqtt,upstream`; the bridge records `bridge.identity-reloaded`).
+//!
+//! With `[device.renewal]`, the task also renews the certificate itself over EST from the CA
+//! that issued it ([`renew`]), and it follows the clock against the floor sensor certificates
+//! are checked at ([`clock_floor`]; `clock.behind` when the clock reads earlier).
 //!
 //! The same task follows the expiry of the device certificate in force and of the sensor CA:
 //! when one enters "30 days or less", "7 days or less" or "expired", one `certificate.expiring`
@@ -25,10 +29,8 @@
 //! `kawal cert install` ([`install`]) makes the same checks on a new certificate and writes it
 //! atomically; a running daemon puts it in force within a minute (at once on SIGHUP), otherwise
 //! it is used at the next start. `kawal cert reissue-dev` ([`reissue_dev`]) renews a dev
-//! device's certificate from the dev CA made at provisioning.
-//!
-//! Not built: automatic renewal from an upstream CA (EST `simplereenroll` towards a factory or
-//! fleet CA). The operator has the new certificate issued for the device key and installs it.
+//! device's certificate from the dev CA made at provisioning; `kawal cert csr` ([`csr`]) writes
+//! a request for the device key, for renewal by hand.
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
@@ -46,6 +48,7 @@ use crate::gateway::CertReloader;
 use crate::serve;
 
 mod cli;
+pub mod clock_floor;
 pub mod renew;
 
 pub use cli::{csr, install, reissue_dev};
@@ -348,8 +351,13 @@ pub struct Watch {
     mqtt: CertReloader,
     /// The sensors, whose certificates are watched for expiry too.
     sensors: Arc<kawal_pki::Sensors>,
-    /// An upstream is configured and presents the device certificate.
-    upstream_keeps_old: bool,
+    /// The upstream bridge, when it presents the device certificate (it reloads with it).
+    bridge: Option<Arc<kawal_gateway::bridge::BridgeHandle>>,
+    /// The clock floor the MQTT listener checks sensor certificates at (see
+    /// [`kawal_gateway::clock`]): raised while the kernel says the clock is synchronised.
+    floor: Arc<kawal_gateway::clock::ClockFloor>,
+    /// The clock reads earlier than the floor (recorded once per episode).
+    behind: bool,
     period: Duration,
     /// The chain in force, as [`serve::device_chain`] builds it.
     in_force: String,
@@ -380,11 +388,15 @@ impl Watch {
             client_auth: api.client_auth.clone(),
             mqtt: gateway.cert_reloader(),
             sensors: Arc::clone(&gateway.registry),
-            upstream_keeps_old: config
-                .gateway
-                .upstream
-                .as_ref()
-                .is_some_and(|u| u.cert_file.is_none()),
+            bridge: gateway.bridge.clone().filter(|_| {
+                config
+                    .gateway
+                    .upstream
+                    .as_ref()
+                    .is_some_and(|u| u.cert_file.is_none())
+            }),
+            floor: gateway.clock_floor(),
+            behind: false,
             period: period(),
             in_force,
             facts,
@@ -441,8 +453,9 @@ impl Watch {
         }
     }
 
-    /// One round: the file, renewal over EST if due, then expiry.
+    /// One round: the clock, the file, renewal over EST if due, then expiry.
     fn check_now(&mut self) {
+        self.check_clock();
         self.check_file("file");
         self.renew_if_due();
         self.check_expiry();
@@ -531,18 +544,12 @@ impl Watch {
                     .with("new_not_after", rfc3339(new.not_after))
                     .with("new_sha256", new.sha256.as_str())
                     .with("via", via)
-                    .with("in_force_on", "api,mqtt");
+                    .with("in_force_on", self.reload_bridge(&candidate));
                 if let Some(old) = &self.facts {
                     e = e
                         .with("old_serial", old.serial.as_str())
                         .with("old_not_after", rfc3339(old.not_after))
                         .with("old_sha256", old.sha256.as_str());
-                }
-                if self.upstream_keeps_old {
-                    e = e.with(
-                        "upstream",
-                        "presents the previous certificate until the daemon restarts",
-                    );
                 }
                 self.record(e);
                 tracing::info!(serial = %new.serial, not_after = %rfc3339(new.not_after), "renewed device certificate in force on the API and MQTT listeners");
@@ -552,6 +559,59 @@ impl Watch {
                 self.keep_in_force(None);
             }
             Err(r) => self.refuse(digest, &r),
+        }
+    }
+
+    /// Gives the upstream bridge the certificate just put in force (it reconnects with it);
+    /// returns where the certificate is now in force. The bridge records its own event.
+    fn reload_bridge(&self, chain: &str) -> &'static str {
+        let Some(bridge) = &self.bridge else {
+            return "api,mqtt";
+        };
+        let reloaded = serve::device_key(&self.dev)
+            .map_err(|e| e.message)
+            .and_then(|key| {
+                bridge
+                    .reload_identity(kawal_gateway::bridge::ClientIdentity {
+                        cert_chain_pem: chain.to_owned(),
+                        key_pkcs8_der: key,
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        match reloaded {
+            Ok(()) => "api,mqtt,upstream",
+            Err(e) => {
+                tracing::error!(error = %e, "the upstream bridge kept its previous certificate");
+                "api,mqtt"
+            }
+        }
+    }
+
+    /// Follows the clock against the floor: raises (and keeps) the floor while the kernel
+    /// says the clock is synchronised; records `clock.behind` once when the clock reads
+    /// earlier than the floor (sensor certificates are then checked at the floor).
+    fn check_clock(&mut self) {
+        let now = now_s();
+        let sync = kawal_platform::clock::kernel_sync_state();
+        let floor = self.floor.get();
+        if now < floor {
+            if !self.behind {
+                self.behind = true;
+                tracing::warn!(clock = %rfc3339(now), floor = %rfc3339(floor), kernel = sync.as_str(), "the clock reads earlier than times this device has already seen; sensor certificates are checked at the floor");
+                self.record(
+                    Event::new("clock.behind", "kawal", Outcome::Failure)
+                        .with("clock", rfc3339(now))
+                        .with("floor", rfc3339(floor))
+                        .with("kernel", sync.as_str())
+                        .with("effect", "sensor certificates are checked at the floor"),
+                );
+            }
+            return;
+        }
+        self.behind = false;
+        if sync == kawal_audit::ClockState::Synchronised {
+            self.floor.raise(now);
+            clock_floor::keep(&self.dev, now);
         }
     }
 

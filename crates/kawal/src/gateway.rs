@@ -38,6 +38,8 @@ const COMMAND_TTL_S: u64 = 300;
 struct DeviceTls {
     chain_pem: RwLock<String>,
     key_der: Zeroizing<Vec<u8>>,
+    /// Sensor certificates are checked at this floor while the clock reads earlier.
+    floor: Arc<kawal_gateway::clock::ClockFloor>,
 }
 
 fn parse_chain(chain_pem: &str) -> Result<Vec<CertificateDer<'static>>> {
@@ -124,9 +126,15 @@ fn limits(config: &ValidConfig) -> kawal_gateway::limits::Settings {
 pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> Result<Prepared> {
     let registry = Arc::new(registry(dev, config)?);
     let identity = crate::serve::tls_identity(dev)?;
+    let floor = crate::devcert::clock_floor::initial(
+        dev,
+        &identity.cert_chain_pem,
+        registry.ca().cert_pem(),
+    );
     let device = Arc::new(DeviceTls {
         chain_pem: RwLock::new(identity.cert_chain_pem.clone()),
         key_der: Zeroizing::new(identity.key_pkcs8_der.to_vec()),
+        floor: Arc::new(kawal_gateway::clock::ClockFloor::new(floor)),
     });
     let queue = Queue::open(
         Arc::clone(&dev.store),
@@ -222,6 +230,7 @@ fn tls_material(device: &DeviceTls, chain_pem: &str, registry: &Sensors) -> Resu
         key: device.key(),
         sensor_roots: vec![CertificateDer::from(registry.ca().cert_der().to_vec())],
         crls: vec![CertificateRevocationListDer::from(crl.der)],
+        clock_floor: Some(Arc::clone(&device.floor)),
     })
 }
 
@@ -288,8 +297,13 @@ impl CertReloader {
 }
 
 impl Running {
-    /// A handle for putting a renewed device certificate in force (the upstream bridge keeps
-    /// the identity it started with until the daemon restarts: it offers no reload).
+    /// The clock floor the listener checks sensor certificates at.
+    pub fn clock_floor(&self) -> Arc<kawal_gateway::clock::ClockFloor> {
+        Arc::clone(&self.device.floor)
+    }
+
+    /// A handle for putting a renewed device certificate in force on the MQTT listener (the
+    /// upstream bridge has its own, [`BridgeHandle::reload_identity`]).
     pub fn cert_reloader(&self) -> CertReloader {
         CertReloader {
             server: Arc::clone(&self.server),

@@ -311,6 +311,9 @@ fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = fleet_ca::FleetCa::start(tmp.path());
     fleet.set_mode(fleet_ca::Mode::Away);
+    // An upstream broker that admits clients with certificates of the fleet CA only.
+    let up_port = common::free_port();
+    let up = Upstream::start(&tmp.path().join("upstream"), up_port, &fleet.ca_file);
     let mut gw = Gateway::start_with(|cfg| {
         let mut r = toml::Table::new();
         r.insert("est-url".into(), fleet.url().into());
@@ -318,6 +321,9 @@ fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
         r.insert("retry-min-s".into(), 1.into());
         r.insert("retry-max-s".into(), 2.into());
         common::gateway::set(cfg, "device", "renewal", r);
+        common::gateway::set(cfg, "upstream", "address", format!("127.0.0.1:{up_port}"));
+        common::gateway::set(cfg, "upstream", "server-name", "localhost");
+        common::gateway::set(cfg, "upstream", "ca-file", d(&up.ca));
     });
     gw.stop();
     // The operator had the fleet CA certify the device key; 20 of its 24 hours are gone.
@@ -346,6 +352,11 @@ fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
     let first_leaf = file_leaf(&gw);
     gw.spawn_with_env(&[("KAWAL_DEVCERT_CHECK_S", "1")]);
     let pid = gw.pid();
+    assert!(
+        wait(30, || !gw.events("bridge.connected").is_empty()),
+        "the bridge did not connect with the fleet certificate: {}",
+        up.log()
+    );
 
     // Away: attempts fail and back off; the certificate in force serves on.
     assert!(
@@ -403,10 +414,92 @@ fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
     );
     assert_eq!(gw.pid(), pid, "the daemon restarted");
     assert_eq!(fleet.issued(), 1);
+    // The upstream bridge took the renewed certificate too, and reconnected with it.
+    assert_eq!(renewed[0]["details"]["in_force_on"], "api,mqtt,upstream");
+    let reloaded = events_where(
+        &gw,
+        "bridge.identity-reloaded",
+        "new_cert_sha256",
+        renewed[0]["details"]["new_sha256"].as_str().unwrap(),
+    );
+    assert_eq!(
+        reloaded.len(),
+        1,
+        "{:?}",
+        gw.events("bridge.identity-reloaded")
+    );
+    assert!(
+        wait(30, || gw.events("bridge.connected").len() >= 2),
+        "the bridge did not reconnect with the renewed certificate: {}",
+        up.log()
+    );
 
     // The renewed certificate has most of its life ahead: no further attempt.
     let failures = gw.events("certificate.renewal-failed").len();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(fleet.issued(), 1);
     assert_eq!(gw.events("certificate.renewal-failed").len(), failures);
+}
+
+/// A Mosquitto upstream with mutual TLS, admitting clients whose certificate the CA in
+/// `client_ca` issued; killed on drop.
+struct Upstream {
+    ca: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Upstream {
+    fn start(dir: &std::path::Path, port: u16, client_ca: &std::path::Path) -> Self {
+        use common::sensors::{issue, test_ca};
+        std::fs::create_dir_all(dir).unwrap();
+        let (ca, ca_key) = test_ca(dir, "upstream test CA");
+        let (cert, key) = issue(
+            dir,
+            (&ca, &ca_key),
+            "broker",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nallow_anonymous false\nlog_dest file {dir}/mosquitto.log\n\
+                 listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+                 require_certificate true\nuse_identity_as_username true\n",
+                dir = d(dir),
+                ca = d(client_ca),
+                cert = d(&cert),
+                key = d(&key),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .args(["-c", d(&conf)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto) is needed");
+        assert!(
+            wait(10, || std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_ok()),
+            "mosquitto did not listen"
+        );
+        Self {
+            ca,
+            dir: dir.to_owned(),
+            child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

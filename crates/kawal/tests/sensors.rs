@@ -417,3 +417,45 @@ fn est_attempts_with_wrong_tokens_are_refused_and_flood_controlled() {
     let health: Value = api.get("/api/v1/health").json().unwrap();
     assert_eq!(health["api_events_suppressed"], 20, "{health}");
 }
+
+/// G045: AU-1-9
+/// A clock that reads earlier than times the device has already lived through (here: the
+/// floor set two days ahead, as after a boot without a real-time clock) does not lock sensors
+/// out: certificates are checked at the floor. One valid then connects and publishes; one that
+/// expired before the floor is refused as expired, though the clock still calls it valid. The
+/// daemon records `clock.behind` once.
+#[test]
+fn sensor_certificates_are_checked_at_the_clock_floor_when_the_clock_is_behind() {
+    let mut gw = Gateway::start_with(|cfg| common::gateway::set(cfg, "sensors", "cert-days", 30));
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let long = sensor(&gw, &mut api, "meter-long", None);
+    gw.stop();
+    let mut cfg: toml::Table = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    common::gateway::set(&mut cfg, "sensors", "cert-days", 1);
+    std::fs::write(&gw.config, toml::to_string(&cfg).unwrap()).unwrap();
+    gw.spawn_with_env(&[("KAWAL_CLOCK_FLOOR_AHEAD_S", "172800")]);
+    let mut api = gw.client();
+    assert_eq!(api.login("admin", ADMIN_PW).status(), StatusCode::OK);
+    let short = sensor(&gw, &mut api, "meter-short", None);
+
+    let o = mosquitto_pub(&gw, &long, None, "kawal/meter-long/up/t", "1");
+    assert!(o.status.success(), "{}", output(&o));
+    let o = mosquitto_pub(&gw, &short, None, "kawal/meter-short/up/t", "1");
+    assert!(
+        !o.status.success(),
+        "an expired certificate got in: {}",
+        output(&o)
+    );
+    assert!(wait_event(
+        &gw,
+        "mqtt.refused",
+        10,
+        |e| e["details"]["detail"] == "expired"
+    ));
+    let behind = gw.events("clock.behind");
+    assert_eq!(behind.len(), 1, "{behind:?}");
+    assert!(behind[0]["details"]["floor"].is_string(), "{behind:?}");
+}

@@ -108,6 +108,20 @@ impl Ca {
         self.sign(&params)
     }
 
+    /// A sensor certificate valid from `from` to `to` (year, month, day; UTC midnight) only.
+    pub fn sensor_valid(&self, uid: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, uid);
+        params.subject_alt_names = vec![SanType::URI(
+            Ia5String::try_from(format!("urn:kawal:sensor:{uid}")).unwrap(),
+        )];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        self.sign(&params)
+    }
+
     /// A certificate with only a CN (no sensor URI).
     pub fn cn_only(&self, cn: &str) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -285,6 +299,7 @@ impl Fixture {
             key: server_leaf.key(),
             sensor_roots: vec![ca.cert.clone()],
             crls: Vec::new(),
+            clock_floor: None,
         };
         let server = Server::bind(
             "127.0.0.1:0".parse().unwrap(),
