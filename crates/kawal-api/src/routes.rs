@@ -159,6 +159,7 @@ pub static ROUTES: &[Route] = &[
     // Console.
     route!(GET "/api/v1/sensors", Needs(DevicesRead), Api, false, READ_ERRORS, "List sensors: role, state, certificate serial and expiry, last seen", || get(sensors::list)),
     route!(POST "/api/v1/sensors", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Enrol a sensor: a one-time token for EST simpleenroll, shown once", || post(sensors::enroll)),
+    route!(POST "/api/v1/sensors/import", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Import a sensor certificate issued by the configured external CA (the sensor is active with it)", || post(sensors::import)),
     route!(GET "/api/v1/sensors/ca", Public, Api, false, SENSOR_ERRORS, "The sensor CA certificate (PEM)", || get(sensors::ca)),
     route!(GET "/api/v1/sensors/crl", Public, Api, false, SENSOR_ERRORS, "The sensor certificate revocation list (PEM)", || get(sensors::crl)),
     route!(GET "/api/v1/sensors/{name}", Needs(DevicesRead), Api, false, SENSOR_ERRORS, "One sensor and its certificate history", || get(sensors::show)),

@@ -54,6 +54,19 @@ pub trait SensorBackend: Send + Sync {
     fn renew(&self, name: &str, actor: &str) -> Result<Value, SensorError>;
     /// Signs a CSR for an enrolled sensor; the sensor's previous certificate is revoked.
     fn sign_csr(&self, name: &str, csr_pem: &str, actor: &str) -> Result<Value, SensorError>;
+    /// Imports a sensor certificate (PEM) issued by a configured external CA (e.g. the
+    /// manufacturer's): the sensor, new or existing, is active with exactly that certificate.
+    fn import(
+        &self,
+        cert_pem: &str,
+        role: Option<&str>,
+        actor: &str,
+    ) -> Result<Value, SensorError> {
+        let _ = (cert_pem, role, actor);
+        Err(SensorError::Conflict(
+            "no external sensor CA is configured ([sensors] external-ca-file)".into(),
+        ))
+    }
     /// The sensor CA certificate, PEM.
     fn ca_pem(&self) -> Result<String, SensorError>;
     /// The current CRL, PEM.
@@ -180,6 +193,31 @@ pub async fn renew(
     Name(name): Name,
 ) -> Response {
     json_op(&state, StatusCode::OK, move |b| b.renew(&name, &p.user)).await
+}
+
+/// The body of `POST /api/v1/sensors/import`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// The sensor's certificate, PEM, issued by the configured external CA.
+    pub cert_pem: String,
+    /// Its ACL role for a new sensor (default `sensor`).
+    pub role: Option<String>,
+}
+
+/// `POST /api/v1/sensors/import`: a sensor with a certificate from the external CA.
+pub async fn import(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Body(req): Body<ImportRequest>,
+) -> Response {
+    if req.cert_pem.len() > CSR_LIMIT {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "certificate too large");
+    }
+    json_op(&state, StatusCode::OK, move |b| {
+        b.import(&req.cert_pem, req.role.as_deref(), &p.user)
+    })
+    .await
 }
 
 /// The body of `POST /api/v1/sensors/{name}/csr`.

@@ -66,6 +66,10 @@ pub struct TlsMaterial {
     pub key: PrivateKeyDer<'static>,
     /// The CAs that issue sensor certificates.
     pub sensor_roots: Vec<CertificateDer<'static>>,
+    /// External CAs whose sensor certificates are trusted too (e.g. the manufacturer's). Their
+    /// revocation is the registry's (checked at every CONNECT): no CRL of theirs is needed,
+    /// while certificates of `sensor_roots` still need the status `crls` give.
+    pub external_roots: Vec<CertificateDer<'static>>,
     /// Certificate revocation lists of those CAs (optional; when given, a sensor certificate
     /// whose status none of them covers is refused).
     pub crls: Vec<CertificateRevocationListDer<'static>>,
@@ -81,6 +85,7 @@ impl std::fmt::Debug for TlsMaterial {
             .field("chain", &self.chain.len())
             .field("key", &"[REDACTED]")
             .field("sensor_roots", &self.sensor_roots.len())
+            .field("external_roots", &self.external_roots.len())
             .field("crls", &self.crls.len())
             .field("clock_floor", &self.clock_floor.as_ref().map(|f| f.get()))
             .finish()
@@ -152,7 +157,7 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, Error> {
         return Err(Error::NoServerCertificate);
     }
     let mut roots = RootCertStore::empty();
-    for (index, cert) in m.sensor_roots.iter().enumerate() {
+    for (index, cert) in m.sensor_roots.iter().chain(&m.external_roots).enumerate() {
         roots
             .add(cert.clone())
             .map_err(|source| Error::SensorRoot { index, source })?;
@@ -161,11 +166,15 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>, Error> {
         return Err(Error::NoSensorRoots);
     }
     let provider = provider();
-    let mut verifier =
+    let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .with_crls(m.crls.iter().cloned())
-            .build()
-            .map_err(Error::Verifier)?;
+            .with_crls(m.crls.iter().cloned());
+    if !m.external_roots.is_empty() {
+        // An external CA's certificates have no status in our CRL; ours still do (a CRL
+        // covers the certificates of its issuer), so ours stay checked.
+        builder = builder.allow_unknown_revocation_status();
+    }
+    let mut verifier = builder.build().map_err(Error::Verifier)?;
     if let Some(floor) = &m.clock_floor {
         verifier = Arc::new(crate::clock::FloorVerifier {
             inner: verifier,
@@ -556,6 +565,7 @@ mod tests {
             chain: Vec::new(),
             key: PrivateKeyDer::Pkcs8(vec![0xAB; 40].into()),
             sensor_roots: Vec::new(),
+            external_roots: Vec::new(),
             crls: Vec::new(),
             clock_floor: None,
         };

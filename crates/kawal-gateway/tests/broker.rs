@@ -297,6 +297,7 @@ async fn reloaded_roots_apply_to_the_next_handshake() {
             chain: vec![fx.server_leaf.cert.clone()],
             key: fx.server_leaf.key(),
             sensor_roots: vec![ca2.cert.clone()],
+            external_roots: Vec::new(),
             crls: Vec::new(),
             clock_floor: None,
         })
@@ -339,6 +340,7 @@ async fn a_clock_behind_the_floor_checks_sensor_certificates_at_the_floor() {
             chain: vec![fx.server_leaf.cert.clone()],
             key: fx.server_leaf.key(),
             sensor_roots: vec![fx.ca.cert.clone()],
+            external_roots: Vec::new(),
             crls: Vec::new(),
             clock_floor: Some(Arc::clone(&floor)),
         })
@@ -581,6 +583,7 @@ async fn a_certificate_on_the_crl_is_refused_in_the_handshake() {
             chain: vec![fx.server_leaf.cert.clone()],
             key: fx.server_leaf.key(),
             sensor_roots: vec![fx.ca.cert.clone()],
+            external_roots: Vec::new(),
             crls: vec![fx.ca.crl(&[&[0x51, 0x01]])],
             clock_floor: None,
         })

@@ -160,7 +160,7 @@ impl fmt::Debug for SensorCa {
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -170,6 +170,54 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+const NOT_ISSUED: &str = "not issued by this CA";
+
+/// Verifies that `cert_der` was signed by the CA certificate `ca_der` and reads the sensor's
+/// UID (the `urn:kawal:sensor:` URI, else the CN), serial and validity from it.
+pub(crate) fn read_issued_by(ca_der: &[u8], cert_der: &[u8]) -> Result<SensorCert> {
+    let ca = parse_cert(ca_der)?;
+    let cert = parse_cert(cert_der)?;
+    cert.verify_signature(Some(ca.public_key()))
+        .map_err(|_| Error::Parse(NOT_ISSUED.into()))?;
+    if cert.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(Error::Parse(NOT_ISSUED.into()));
+    }
+    let urn = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|g| match g {
+                GeneralName::URI(u) => u.strip_prefix("urn:kawal:sensor:").map(str::to_owned),
+                _ => None,
+            })
+        });
+    let uid = match urn {
+        Some(u) => u,
+        None => cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Parse("no sensor UID in the certificate".into()))?,
+    };
+    check_uid(&uid)?;
+    Ok(SensorCert {
+        uid,
+        serial: serial_hex(cert.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// SHA-256 (hex) of a certificate's SubjectPublicKeyInfo.
+pub(crate) fn key_fingerprint(cert_der: &[u8]) -> Result<String> {
+    Ok(hex::encode(kawal_crypto::sha256(
+        parse_cert(cert_der)?.public_key().raw,
+    )))
 }
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>> {
@@ -320,39 +368,11 @@ impl SensorCa {
     /// serial and validity from it (for EST `simplereenroll`, whose TLS client certificate
     /// arrives as DER). Validity dates are returned, not checked.
     pub fn read_issued(&self, cert_der: &[u8]) -> Result<SensorCert> {
-        let ca = parse_cert(&self.cert_der)?;
-        let cert = parse_cert(cert_der)?;
-        cert.verify_signature(Some(ca.public_key()))
-            .map_err(|_| Error::Parse("not issued by this sensor CA".into()))?;
-        if cert.issuer().as_raw() != ca.subject().as_raw() {
-            return Err(Error::Parse("not issued by this sensor CA".into()));
-        }
-        let urn = cert
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .and_then(|san| {
-                san.value.general_names.iter().find_map(|g| match g {
-                    GeneralName::URI(u) => u.strip_prefix("urn:kawal:sensor:").map(str::to_owned),
-                    _ => None,
-                })
-            });
-        let uid = match urn {
-            Some(u) => u,
-            None => cert
-                .subject()
-                .iter_common_name()
-                .next()
-                .and_then(|a| a.as_str().ok())
-                .map(str::to_owned)
-                .ok_or_else(|| Error::Parse("no sensor UID in the certificate".into()))?,
-        };
-        check_uid(&uid)?;
-        Ok(SensorCert {
-            uid,
-            serial: serial_hex(cert.raw_serial()),
-            not_before: cert.validity().not_before.timestamp(),
-            not_after: cert.validity().not_after.timestamp(),
+        read_issued_by(&self.cert_der, cert_der).map_err(|e| match e {
+            Error::Parse(m) if m == NOT_ISSUED => {
+                Error::Parse("not issued by this sensor CA".into())
+            }
+            other => other,
         })
     }
 

@@ -53,6 +53,8 @@ pub struct Sensors {
     clock: Clock,
     write: Mutex<()>,
     seen: Mutex<HashMap<String, i64>>,
+    /// External CA certificates (DER) whose sensor certificates may be imported.
+    external: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for Sensors {
@@ -112,7 +114,20 @@ impl Sensors {
             clock: Arc::new(now_unix),
             write: Mutex::new(()),
             seen: Mutex::new(HashMap::new()),
+            external: Vec::new(),
         }
+    }
+
+    /// External CAs (DER) whose sensor certificates [`import`](Self::import) accepts.
+    #[must_use]
+    pub fn with_external_cas(mut self, cas: Vec<Vec<u8>>) -> Self {
+        self.external = cas;
+        self
+    }
+
+    /// The external CAs (DER).
+    pub fn external_cas(&self) -> &[Vec<u8>] {
+        &self.external
     }
 
     /// Certificates valid `days` days (at least 1).
@@ -367,6 +382,94 @@ impl Sensors {
         Ok(issuance)
     }
 
+    /// Imports a sensor certificate issued by one of the external CAs
+    /// ([`with_external_cas`](Self::with_external_cas), e.g. the manufacturer's, which put a
+    /// certificate in each sensor at the factory): it must be
+    /// signed by one of them, name a UID and be valid now. The sensor is created with `role`
+    /// (default `sensor`) if new, or its current certificate superseded; it is active at
+    /// once, and [`admit`](Self::admit) accepts exactly this certificate's serial. Its key
+    /// must not be one revoked for this sensor. Revoking it works as for any sensor (the
+    /// registry refuses it; it is not in the gateway's CRL, whose CA is another).
+    pub fn import(&self, cert_der: &[u8], role: Option<&str>) -> Result<Issuance> {
+        let mut facts = None;
+        for ca in &self.external {
+            match crate::ca::read_issued_by(ca, cert_der) {
+                Ok(f) => {
+                    facts = Some(f);
+                    break;
+                }
+                Err(Error::Parse(m)) if m.contains("not issued") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let facts = facts
+            .ok_or_else(|| Error::Parse("not issued by a configured external sensor CA".into()))?;
+        let now = self.now();
+        if now < facts.not_before || now >= facts.not_after {
+            return Err(Error::Parse("the certificate is not valid now".into()));
+        }
+        let key_sha256 = crate::ca::key_fingerprint(cert_der)?;
+        let _w = lock(&self.write);
+        let mut rec = match self.get(&facts.uid)? {
+            Some(r) => r,
+            None => {
+                let role = role.unwrap_or(DEFAULT_ROLE);
+                check_role(role)?;
+                SensorRecord::new(&facts.uid, role, now)
+            }
+        };
+        if rec.key_was_revoked(&key_sha256) {
+            return Err(Error::Csr {
+                reason: "the key belongs to a revoked certificate of this sensor",
+            });
+        }
+        if rec
+            .current
+            .as_ref()
+            .is_some_and(|c| c.serial == facts.serial)
+        {
+            return Err(Error::State {
+                uid: rec.uid,
+                reason: "this certificate is already the sensor's current one",
+            });
+        }
+        let crl_number = if rec.current.is_some() {
+            self.bump_crl_number()?
+        } else {
+            self.crl_number()?
+        };
+        let superseded = rec.retire_current(RevokeReason::Superseded, now);
+        if let Some(t) = rec.token.take() {
+            self.forget_token(&t.hash)?;
+        }
+        let cert_pem = crate::ca::pem("CERTIFICATE", cert_der);
+        rec.current = Some(CurrentCert {
+            serial: facts.serial.clone(),
+            issued_at: now,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            key_sha256,
+            cert_pem: cert_pem.clone(),
+            external: true,
+        });
+        rec.state = SensorState::Active;
+        rec.revoked_at = None;
+        self.put(&rec)?;
+        Ok(Issuance {
+            uid: rec.uid.clone(),
+            role: rec.role.clone(),
+            issued: crate::Issued {
+                cert_pem,
+                cert_der: cert_der.to_vec(),
+                serial: facts.serial,
+                not_before: facts.not_before,
+                not_after: facts.not_after,
+            },
+            superseded,
+            crl_number,
+        })
+    }
+
     /// Signs for `rec`, supersedes its current certificate and stores the record.
     fn issue_into(&self, rec: &mut SensorRecord, key: &CsrKey, now: i64) -> Result<Issuance> {
         let issued = self.ca.issue(key, &rec.uid, self.cert_days, now)?;
@@ -383,6 +486,7 @@ impl Sensors {
             not_after: issued.not_after,
             key_sha256: key.fingerprint(),
             cert_pem: issued.cert_pem.clone(),
+            external: false,
         });
         rec.state = SensorState::Active;
         rec.revoked_at = None;

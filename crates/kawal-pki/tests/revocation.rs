@@ -286,3 +286,67 @@ fn list_is_sorted_and_shows_expiry() {
     assert!(json.contains("\"state\":\"pending\""));
     assert!(!json.contains("hash"));
 }
+
+/// G045: AU-1-9, AU-3-1
+/// A certificate from a configured external CA (a manufacturer's) is imported and admitted by
+/// its serial; one from any other CA is refused; a newer one supersedes it; revocation works
+/// as for any sensor, and no external serial enters the gateway's own CRL.
+#[test]
+fn an_external_ca_certificate_is_imported_admitted_superseded_and_revoked() {
+    let f = Fixture::new();
+    let factory = SensorCa::generate("factory-line-3").unwrap();
+    let stranger = SensorCa::generate("someone-else").unwrap();
+    let sensors = kawal_pki::Sensors::new(f.store.store.clone(), f.ca.clone())
+        .with_external_cas(vec![factory.cert_der().to_vec()]);
+    let (_, csr) = sensor_csr("ext-1");
+    let first = factory.sign_csr(csr.as_bytes(), "ext-1", 365).unwrap();
+    assert_eq!(
+        sensors.admit("ext-1", &first.serial),
+        Err(SensorRefusal::NotEnrolled)
+    );
+    let forged = stranger.sign_csr(csr.as_bytes(), "ext-1", 365).unwrap();
+    assert!(matches!(
+        sensors.import(&forged.cert_der, None),
+        Err(Error::Parse(m)) if m.contains("external")
+    ));
+    // The gateway's own CA is not an external one either.
+    let own = f.ca.sign_csr(csr.as_bytes(), "ext-1", 365).unwrap();
+    assert!(sensors.import(&own.cert_der, None).is_err());
+
+    let imported = sensors.import(&first.cert_der, Some("reader")).unwrap();
+    assert_eq!(imported.uid, "ext-1");
+    assert_eq!(imported.role, "reader");
+    assert_eq!(imported.issued.serial, first.serial);
+    assert_eq!(sensors.admit("ext-1", &first.serial), Ok("reader".into()));
+    assert!(
+        sensors.import(&first.cert_der, None).is_err(),
+        "imported twice"
+    );
+
+    let (_, csr2) = sensor_csr("ext-1");
+    let second = factory.sign_csr(csr2.as_bytes(), "ext-1", 365).unwrap();
+    let again = sensors.import(&second.cert_der, None).unwrap();
+    assert_eq!(again.superseded.as_deref(), Some(first.serial.as_str()));
+    assert_eq!(
+        sensors.admit("ext-1", &first.serial),
+        Err(SensorRefusal::Superseded)
+    );
+    assert_eq!(sensors.admit("ext-1", &second.serial), Ok("reader".into()));
+
+    sensors
+        .revoke("ext-1", RevokeReason::KeyCompromise)
+        .unwrap();
+    assert_eq!(
+        sensors.admit("ext-1", &second.serial),
+        Err(SensorRefusal::Revoked)
+    );
+    // Its key is burnt for this sensor.
+    assert!(sensors.import(&second.cert_der, None).is_err());
+    let entries = sensors.revoked_entries().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.serial != first.serial && e.serial != second.serial),
+        "{entries:?}"
+    );
+}

@@ -80,7 +80,44 @@ pub struct Prepared {
 pub fn registry(dev: &Device, config: &ValidConfig) -> Result<Sensors> {
     let ca = SensorCa::load_or_create(&dev.store, &dev.info.uid)
         .map_err(|e| CliError::new(Exit::DataErr, format!("sensor CA: {e}")))?;
-    Ok(Sensors::new(Arc::clone(&dev.store), Arc::new(ca)).with_cert_days(config.gateway.cert_days))
+    Ok(Sensors::new(Arc::clone(&dev.store), Arc::new(ca))
+        .with_cert_days(config.gateway.cert_days)
+        .with_external_cas(external_cas(config)?))
+}
+
+/// The external sensor CA certificates (DER) of `[sensors] external-ca-file`, if set.
+fn external_cas(config: &ValidConfig) -> Result<Vec<Vec<u8>>> {
+    let Some(path) = &config.gateway.external_ca_file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(
+            Exit::Config,
+            format!("sensors.external-ca-file {}: {e}", path.display()),
+        )
+    })?;
+    let cas: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| {
+            CliError::new(
+                Exit::Config,
+                format!(
+                    "sensors.external-ca-file {}: unreadable PEM",
+                    path.display()
+                ),
+            )
+        })?;
+    if cas.is_empty() {
+        return Err(CliError::new(
+            Exit::Config,
+            format!(
+                "sensors.external-ca-file {}: no certificate",
+                path.display()
+            ),
+        ));
+    }
+    Ok(cas)
 }
 
 fn limits(config: &ValidConfig) -> kawal_gateway::limits::Settings {
@@ -229,6 +266,11 @@ fn tls_material(device: &DeviceTls, chain_pem: &str, registry: &Sensors) -> Resu
         chain: parse_chain(chain_pem)?,
         key: device.key(),
         sensor_roots: vec![CertificateDer::from(registry.ca().cert_der().to_vec())],
+        external_roots: registry
+            .external_cas()
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect(),
         crls: vec![CertificateRevocationListDer::from(crl.der)],
         clock_floor: Some(Arc::clone(&device.floor)),
     })
@@ -593,6 +635,43 @@ impl SensorBackend for DaemonSensors {
             "serial": i.issued.serial,
             "not_after": iso(Some(i.issued.not_after)),
             "cert_pem": i.issued.cert_pem,
+        }))
+    }
+
+    fn import(
+        &self,
+        cert_pem: &str,
+        role: Option<&str>,
+        actor: &str,
+    ) -> std::result::Result<Value, SensorError> {
+        if self.registry.external_cas().is_empty() {
+            return Err(SensorError::Conflict(
+                "no external sensor CA is configured ([sensors] external-ca-file)".into(),
+            ));
+        }
+        if let Some(r) = role
+            && !self.roles.iter().any(|x| x == r)
+        {
+            return Err(SensorError::Invalid(format!(
+                "unknown role: the topic rules name {}",
+                self.roles.join(", ")
+            )));
+        }
+        let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .next()
+            .and_then(std::result::Result::ok)
+            .ok_or_else(|| SensorError::Invalid("no PEM certificate in cert_pem".into()))?;
+        let i = self.registry.import(&der, role).map_err(|e| match e {
+            kawal_pki::Error::Parse(m) => SensorError::Invalid(m),
+            other => map_err(&other),
+        })?;
+        self.issued(&i, "external-ca-import", actor);
+        Ok(json!({
+            "uid": i.uid,
+            "role": i.role,
+            "serial": i.issued.serial,
+            "not_after": iso(Some(i.issued.not_after)),
+            "superseded": i.superseded,
         }))
     }
 

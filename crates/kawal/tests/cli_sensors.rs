@@ -109,3 +109,122 @@ fn kawal_sim_enrols_sensors_and_publishes() {
         "reader saw {e2e} of {sent}: {summary}"
     );
 }
+
+/// G045: AU-1-9, AU-3-1
+/// Sensors whose certificates come from an external CA (a manufacturer's, made with openssl
+/// here) are trusted once the operator imports them with `kawal sensor import`: before, the
+/// gateway refuses them as not enrolled; after, `mosquitto_pub` gets through; a certificate of
+/// another CA is not imported; a newer certificate from the factory supersedes the old one;
+/// revocation shuts the sensor out. The gateway's own sensors are not affected.
+#[test]
+fn sensors_with_certificates_from_an_external_ca_are_imported_and_revocable() {
+    use common::sensors::{
+        SensorFiles, gateway_ca_file, issue, mosquitto_pub, test_ca, wait_event,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let factory = test_ca(tmp.path(), "factory CA");
+    let stranger = test_ca(tmp.path(), "stranger CA");
+    let ext = "subjectAltName=URI:urn:kawal:sensor:ext-7\nextendedKeyUsage=clientAuth\n\
+               keyUsage=digitalSignature\n";
+    let (cert, key) = issue(
+        &tmp.path().join("a"),
+        (&factory.0, &factory.1),
+        "ext-7",
+        ext,
+    );
+    let (cert2, key2) = issue(
+        &tmp.path().join("b"),
+        (&factory.0, &factory.1),
+        "ext-7",
+        ext,
+    );
+    let (fake, _) = issue(
+        &tmp.path().join("c"),
+        (&stranger.0, &stranger.1),
+        "ext-7",
+        ext,
+    );
+    let gw = Gateway::start_with(|cfg| {
+        common::gateway::set(cfg, "sensors", "external-ca-file", d(&factory.0));
+    });
+    let session = admin_session(&gw);
+    let files = |cert: &std::path::Path, key: &std::path::Path| SensorFiles {
+        name: "ext-7".into(),
+        dir: tmp.path().to_owned(),
+        key: key.to_owned(),
+        cert: cert.to_owned(),
+        gateway_ca: gateway_ca_file(&gw),
+    };
+    let first = files(&cert, &key);
+    let publish = |f: &SensorFiles| {
+        mosquitto_pub(&gw, f, None, "kawal/ext-7/up/t", "1")
+            .status
+            .success()
+    };
+
+    assert!(
+        !publish(&first),
+        "an external certificate got in before its import"
+    );
+    assert!(wait_event(
+        &gw,
+        "mqtt.refused",
+        10,
+        |e| e["details"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not-enrolled"))
+            || e["details"]["detail"]
+                .as_str()
+                .is_some_and(|r| r.contains("not-enrolled"))
+    ));
+
+    let r = cli(&session, &["sensor", "import", "--cert", d(&fake)], "");
+    assert_ne!(
+        r.code,
+        0,
+        "another CA's certificate was imported: {}",
+        r.all()
+    );
+    let r = cli(&session, &["sensor", "import", "--cert", d(&cert)], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("ext-7: imported certificate"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        publish(&first),
+        "the imported sensor was refused: {}",
+        gw.daemon_log()
+    );
+
+    // The factory issued a newer certificate: importing it supersedes the first.
+    let r = cli(&session, &["sensor", "import", "--cert", d(&cert2)], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let second = files(&cert2, &key2);
+    assert!(publish(&second));
+    assert!(!publish(&first), "a superseded certificate got in");
+
+    let r = cli(&session, &["sensor", "revoke", "ext-7"], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!publish(&second), "a revoked sensor got in");
+    let issued = gw.events("sensor.certificate-issued");
+    assert_eq!(
+        issued
+            .iter()
+            .filter(|e| e["details"]["via"] == "external-ca-import")
+            .count(),
+        2,
+        "{issued:?}"
+    );
+
+    // The gateway's own enrolment still works beside the external CA.
+    let mut api = gw.client();
+    assert_eq!(api.login("admin", NEW).status(), reqwest::StatusCode::OK);
+    let own = common::sensors::sensor(&gw, &mut api, "own-1", None);
+    assert!(
+        mosquitto_pub(&gw, &own, None, "kawal/own-1/up/t", "1")
+            .status
+            .success()
+    );
+}

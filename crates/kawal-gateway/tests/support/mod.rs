@@ -298,6 +298,7 @@ impl Fixture {
             chain: vec![server_leaf.cert.clone()],
             key: server_leaf.key(),
             sensor_roots: vec![ca.cert.clone()],
+            external_roots: Vec::new(),
             crls: Vec::new(),
             clock_floor: None,
         };

@@ -117,6 +117,7 @@ impl Sensors {
             .all()?
             .into_iter()
             .flat_map(|r| r.history)
+            .filter(|p| !p.external)
             .map(|p| RevokedEntry {
                 serial: p.serial,
                 revoked_at: p.revoked_at,

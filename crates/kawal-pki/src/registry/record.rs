@@ -50,6 +50,9 @@ pub(crate) struct CurrentCert {
     /// SHA-256 of the SubjectPublicKeyInfo, hex.
     pub(crate) key_sha256: String,
     pub(crate) cert_pem: String,
+    /// Issued by a configured external CA and imported, not by the gateway's sensor CA.
+    #[serde(default)]
+    pub(crate) external: bool,
 }
 
 /// A certificate the sensor no longer holds: revoked or superseded, listed in the CRL forever.
@@ -67,6 +70,10 @@ pub struct PastCert {
     pub reason: RevokeReason,
     /// SHA-256 of its SubjectPublicKeyInfo, hex (a revoked key is never certified again).
     pub key_sha256: String,
+    /// Issued by an external CA: refused by the registry, but not in the gateway's CRL (its
+    /// CA is another).
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// One sensor.
@@ -118,6 +125,7 @@ impl SensorRecord {
             revoked_at: now,
             reason,
             key_sha256: cur.key_sha256,
+            external: cur.external,
         });
         Some(cur.serial)
     }
@@ -144,6 +152,7 @@ mod tests {
             not_after: 100,
             key_sha256: "k1".into(),
             cert_pem: "pem".into(),
+            external: false,
         });
         assert_eq!(
             r.retire_current(RevokeReason::KeyCompromise, 20),

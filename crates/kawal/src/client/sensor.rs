@@ -49,6 +49,16 @@ pub enum SensorAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Import a sensor certificate issued by the configured external CA (e.g. the
+    /// manufacturer's): the sensor, new or existing, is active with exactly that certificate.
+    Import {
+        /// The sensor's certificate, PEM.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its topic role, for a new sensor (default `sensor`).
+        #[arg(long)]
+        role: Option<String>,
+    },
 }
 
 fn check_sensor_name(name: &str) -> Result<()> {
@@ -176,6 +186,31 @@ pub fn sensor(action: SensorAction, file: &Path) -> Result<()> {
                 }
                 None => output::line(cert.trim_end()),
             }
+        }
+        SensorAction::Import { cert, role } => {
+            let cert_pem = read_small(&cert)?;
+            #[derive(Serialize)]
+            struct B<'a> {
+                cert_pem: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                role: Option<&'a str>,
+            }
+            let v = api.call(
+                Method::POST,
+                "/api/v1/sensors/import",
+                Some(&body(&B {
+                    cert_pem: &cert_pem,
+                    role: role.as_deref(),
+                })?),
+                None,
+            )?;
+            output::line(&format!(
+                "{}: imported certificate {} (role {}, valid until {})",
+                field(&v, "uid"),
+                field(&v, "serial"),
+                field(&v, "role"),
+                field(&v, "not_after")
+            ));
         }
     }
     Ok(())

@@ -227,6 +227,9 @@ pub struct RawSensors {
     /// Hours an enrolment token stays usable.
     #[serde(default = "d_token_hours")]
     pub token_hours: u32,
+    /// CA certificates (PEM) of an external CA whose sensor certificates are trusted once
+    /// imported (`kawal sensor import`), e.g. the manufacturer's.
+    pub external_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawSensors {
@@ -234,6 +237,7 @@ impl Default for RawSensors {
         Self {
             cert_days: d_cert_days(),
             token_hours: d_token_hours(),
+            external_ca_file: None,
         }
     }
 }
@@ -286,6 +290,8 @@ pub struct GatewaySettings {
     pub cert_days: u32,
     /// Seconds an enrolment token stays usable.
     pub token_ttl_s: u64,
+    /// The external sensor CA file, if any.
+    pub external_ca_file: Option<PathBuf>,
 }
 
 /// The `[mqtt]` numbers.
@@ -584,6 +590,13 @@ pub fn validate(
             24 * 30,
             errors,
         )) * 3600,
+        external_ca_file: match &sensors.external_ca_file {
+            Some(p) if !p.is_absolute() => {
+                errors.push("sensors.external-ca-file: must be an absolute path".into());
+                None
+            }
+            other => other.clone(),
+        },
     }
 }
 
