@@ -204,15 +204,37 @@ pub fn findings(g: &GatewayFacts, events: &BTreeMap<String, u64>) -> Vec<Finding
         .evidence(
             "gateway certificate renewal",
             format!(
-                "kawal cert install checks a new certificate (device key, validity) and the daemon puts it in force on the API and MQTT listeners without a restart: {} renewal(s) in force, {} refused; expiry warnings at 30 and 7 days and on expiry: {} event(s)",
+                "kawal cert install checks a new certificate (device key, validity) and the daemon puts it in force on the API and MQTT listeners and the upstream bridge without a restart: {} renewal(s) in force, {} refused; expiry warnings at 30 and 7 days and on expiry: {} event(s)",
                 n(events, "certificate.renewed"),
                 n(events, "certificate.refused"),
                 n(events, "certificate.expiring")
             ),
         );
-    f = if failures.is_empty() {
+    let automatic = g.config.renewal.as_ref();
+    f = f.evidence(
+        "automatic renewal",
+        automatic.map_or_else(
+            || "not configured ([device.renewal]): the operator installs renewed certificates".to_owned(),
+            |r| {
+                format!(
+                    "over EST simplereenroll from {} (server CA pinned: {}) from {} % of the lifetime, retried with back-off {}-{} s while the CA is away: {} failed attempt(s) recorded",
+                    r.est_url,
+                    r.ca_file.display(),
+                    r.at_percent,
+                    r.retry_min.as_secs(),
+                    r.retry_max.as_secs(),
+                    n(events, "certificate.renewal-failed")
+                )
+            },
+        ),
+    );
+    f = if failures.is_empty() && automatic.is_some() {
+        f.with_verdict(Verdict::Met).reason(
+            "one certificate per device (a new one supersedes the old at once; clones are dropped), sensors renew over EST before expiry, and the gateway renews its own certificate and chain over EST before expiry without a restart",
+        )
+    } else if failures.is_empty() {
         f.reason(
-            "the gateway's own device certificate is renewed by installing a certificate issued for its key (kawal cert install; in force within a minute, no restart) and its expiry is warned of; automatic renewal from an upstream CA is not built, so the assessor judges the renewal process",
+            "the gateway's own device certificate is renewed by installing a certificate issued for its key (kawal cert install; in force within a minute, no restart) and its expiry is warned of; automatic renewal ([device.renewal], EST) is not configured, so the assessor judges the renewal process",
         )
     } else {
         f.with_verdict(Verdict::NotMet).reason(failures.join("; "))
@@ -453,5 +475,41 @@ mod tests {
             assert_eq!(f.verdict, Verdict::Manual, "{state:?}");
             assert!(shown(&f).contains(text), "{}", shown(&f));
         }
+    }
+
+    /// G045: AU-1-10
+    /// With automatic renewal over EST configured the control is met, and the evidence names
+    /// the EST server, the pinned CA and the failed attempts; an expired certificate still
+    /// fails it.
+    #[test]
+    fn automatic_renewal_over_est_meets_the_lifecycle_control() {
+        let mut fx = facts(Some(("2031-01-01T00:00:00Z".into(), ExpiryState::Ok)));
+        fx.config.renewal = Some(crate::devcert::renew::Settings {
+            est_url: "https://ca.example:8443".into(),
+            ca_file: "/etc/kawal/fleet-ca.pem".into(),
+            at_percent: 67,
+            retry_min: std::time::Duration::from_secs(60),
+            retry_max: std::time::Duration::from_secs(21_600),
+        });
+        let events = BTreeMap::from([("certificate.renewal-failed".to_owned(), 3)]);
+        let f = findings(&fx, &events)
+            .into_iter()
+            .find(|f| f.code == "AU-1-10")
+            .unwrap();
+        assert_eq!(f.verdict, Verdict::Met, "{}", shown(&f));
+        let text = shown(&f);
+        for part in [
+            "https://ca.example:8443",
+            "/etc/kawal/fleet-ca.pem",
+            "3 failed attempt",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        fx.device_cert = Some(("2020-01-01T00:00:00Z".into(), ExpiryState::Expired));
+        let f = findings(&fx, &events)
+            .into_iter()
+            .find(|f| f.code == "AU-1-10")
+            .unwrap();
+        assert_eq!(f.verdict, Verdict::NotMet);
     }
 }
