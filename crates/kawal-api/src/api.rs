@@ -339,10 +339,8 @@ pub async fn add_account(
         Err(_) => return bad_role(),
     };
     let pw = SecretString::new(body.password);
-    match state
-        .directory
-        .add(&body.username, role, &pw, AppState::wall())
-    {
+    let (name, now) = (body.username.clone(), AppState::wall());
+    match state.accounts(move |d| d.add(&name, role, &pw, now)).await {
         Ok(a) => {
             state
                 .record(
@@ -445,6 +443,7 @@ pub async fn unlock(
 }
 
 /// A change to an account by an administrator.
+#[derive(Clone)]
 pub(crate) enum Change {
     Role(Role),
     Disable,
@@ -476,20 +475,21 @@ pub(crate) async fn apply_change(
     change: &Change,
 ) -> Result<Option<String>, kawal_auth::accounts::AccountError> {
     let now = AppState::wall();
-    let result = match change {
-        Change::Role(r) => state
-            .directory
-            .set_role(name, *r)
-            .map(|old| Some(format!("{} -> {}", old.as_str(), r.as_str()))),
-        Change::Disable => state.directory.set_disabled(name, true).map(|()| None),
-        Change::Enable => state.directory.set_disabled(name, false).map(|()| None),
-        Change::Unlock => state
-            .directory
-            .unlock(name)
-            .map(|was| Some(if was { "was locked" } else { "was not locked" }.to_owned())),
-        Change::Remove => state.directory.remove(name).map(|()| None),
-        Change::Reset(pw) => state.directory.reset_password(name, pw, now).map(|()| None),
-    };
+    let (n, c) = (name.to_owned(), change.clone());
+    let result = state
+        .accounts(move |d| match c {
+            Change::Role(r) => d
+                .set_role(&n, r)
+                .map(|old| Some(format!("{} -> {}", old.as_str(), r.as_str()))),
+            Change::Disable => d.set_disabled(&n, true).map(|()| None),
+            Change::Enable => d.set_disabled(&n, false).map(|()| None),
+            Change::Unlock => d
+                .unlock(&n)
+                .map(|was| Some(if was { "was locked" } else { "was not locked" }.to_owned())),
+            Change::Remove => d.remove(&n).map(|()| None),
+            Change::Reset(pw) => d.reset_password(&n, &pw, now).map(|()| None),
+        })
+        .await;
     let mut e = Event::new(
         change.event(),
         &by.user,

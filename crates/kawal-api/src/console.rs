@@ -694,9 +694,10 @@ pub async fn add_account(
         );
     };
     let pw = SecretString::new(f.password);
+    let (name, now) = (f.username.clone(), AppState::wall());
     match state
-        .directory
-        .add(&f.username, Some(role), &pw, AppState::wall())
+        .accounts(move |d| d.add(&name, Some(role), &pw, now))
+        .await
     {
         Ok(a) => {
             state

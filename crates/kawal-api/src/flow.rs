@@ -221,7 +221,11 @@ pub async fn change_password(
     check_password(state, ip, user, current, "password-change")
         .await
         .map_err(ChangeRefused::Login)?;
-    if let Err(e) = state.directory.change_password(user, new, AppState::wall()) {
+    let (who, pw, now) = (user.to_owned(), new.clone(), AppState::wall());
+    let changed = state
+        .accounts(move |d| d.change_password(&who, &pw, now))
+        .await;
+    if let Err(e) = changed {
         let reason = match &e {
             AccountError::Weak(rules) => rules
                 .iter()

@@ -105,6 +105,16 @@ pub async fn guard(
         }
         Ok(p) => p,
         Err(ended) => {
+            // Idle and lifetime ends are noticed here, at the holder's next request.
+            if let Some(reason @ ("idle" | "lifetime")) = ended {
+                state
+                    .record(
+                        Event::new("session.ended", "kawal-api", Outcome::Info)
+                            .with("reason", reason)
+                            .with("source", ip.to_string()),
+                    )
+                    .await;
+            }
             if route.access == Access::Public {
                 return next.run(req).await;
             }
@@ -198,18 +208,7 @@ fn identify(
                 (s.user, Via::Session { token, csrf })
             }
             Err(why) => {
-                let why = why.map(reply::ended_reason);
-                if let Some(reason) = why {
-                    // Idle and lifetime ends are noticed here, at the holder's next request.
-                    if matches!(reason, "idle" | "lifetime") {
-                        state.record_nowait(
-                            Event::new("session.ended", "kawal-api", Outcome::Info)
-                                .with("reason", reason)
-                                .with("source", ip.to_string()),
-                        );
-                    }
-                }
-                return Err(why);
+                return Err(why.map(reply::ended_reason));
             }
         }
     };

@@ -233,6 +233,23 @@ impl AppState {
         }
     }
 
+    /// Runs an account operation on the blocking pool: it may hash a password with Argon2id,
+    /// run the password checks' child process and sync the store, none of which may hold an
+    /// async runtime thread.
+    pub(crate) async fn accounts<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Directory) -> Result<T, kawal_auth::accounts::AccountError> + Send + 'static,
+    ) -> Result<T, kawal_auth::accounts::AccountError> {
+        let dir = Arc::clone(&self.directory);
+        tokio::task::spawn_blocking(move || op(&dir))
+            .await
+            .unwrap_or_else(|e| {
+                Err(kawal_auth::accounts::AccountError::Store(format!(
+                    "account operation stopped: {e}"
+                )))
+            })
+    }
+
     /// The CSRF token bound to a session token: an HMAC under the session key, so it cannot be
     /// forged without the session ID and is never stored.
     pub(crate) fn csrf_for(&self, token: &str) -> String {

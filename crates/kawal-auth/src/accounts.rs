@@ -287,6 +287,8 @@ pub struct Directory {
     cfg: DirectoryConfig,
     /// Held across each read-modify-write (and each read that may heal).
     ops: Mutex<()>,
+    /// Where the password rules' dictionary checks run.
+    strength: Arc<dyn policy::Strength>,
 }
 
 impl fmt::Debug for Directory {
@@ -304,7 +306,16 @@ impl Directory {
             store,
             cfg,
             ops: Mutex::new(()),
+            strength: Arc::new(policy::InProcess),
         }
+    }
+
+    /// Runs the password rules' dictionary checks with `strength` (by default in this
+    /// process; see [`policy::Strength`]).
+    #[must_use]
+    pub fn with_strength(mut self, strength: Arc<dyn policy::Strength>) -> Self {
+        self.strength = strength;
+        self
     }
 
     /// Its password rules.
@@ -413,7 +424,7 @@ impl Directory {
         };
         self.cfg
             .policy
-            .check(password, who)
+            .check_with(password, who, self.strength.as_ref())
             .map_err(AccountError::Weak)
     }
 

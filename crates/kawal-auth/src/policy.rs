@@ -72,6 +72,8 @@ pub enum Rule {
         /// The minimum accepted.
         min: u8,
     },
+    /// The dictionary checks could not be made (the password is refused: fail closed).
+    NotAssessed,
 }
 
 impl fmt::Display for Rule {
@@ -91,6 +93,9 @@ impl fmt::Display for Rule {
                     f,
                     "is too easy to guess (strength {score} of 4, at least {min} needed)"
                 )
+            }
+            Rule::NotAssessed => {
+                f.write_str("could not be checked against the dictionaries now; try again")
             }
         }
     }
@@ -179,9 +184,60 @@ fn longest_sequence(lower: &[char]) -> usize {
     best
 }
 
+/// What the dictionary checks say of a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assessment {
+    /// zxcvbn's score, 0-4.
+    pub score: u8,
+    /// On the shipped list of common passwords (compared in lower case).
+    pub common: bool,
+}
+
+/// The dictionary checks: the common-password list and the zxcvbn estimate. Their tables take
+/// about 8 MiB once loaded and stay loaded for the life of the process, so a long-running
+/// daemon runs them elsewhere (a short-lived process of its own); see [`InProcess`].
+pub trait Strength: Send + Sync {
+    /// Assesses `password`; `hints` are words that make it weaker (user name, device UID).
+    ///
+    /// # Errors
+    /// The assessment could not be made (the caller refuses the password).
+    fn assess(&self, password: &SecretString, hints: &[&str]) -> Result<Assessment, String>;
+}
+
+/// The dictionary checks in this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InProcess;
+
+impl Strength for InProcess {
+    fn assess(&self, password: &SecretString, hints: &[&str]) -> Result<Assessment, String> {
+        Ok(assess(password.expose(), hints))
+    }
+}
+
+/// The dictionary checks of `text` (see [`Strength`]).
+#[must_use]
+pub fn assess(text: &str, hints: &[&str]) -> Assessment {
+    Assessment {
+        score: u8::from(zxcvbn::zxcvbn(text, hints).score()),
+        common: common().contains(text.to_lowercase().as_str()),
+    }
+}
+
 impl Policy {
-    /// Checks a new password; `Err` lists every rule it breaks.
+    /// Checks a new password with the dictionary checks in this process; `Err` lists every
+    /// rule it breaks.
     pub fn check(&self, password: &SecretString, who: Subject<'_>) -> Result<(), Vec<Rule>> {
+        self.check_with(password, who, &InProcess)
+    }
+
+    /// As [`Policy::check`], the dictionary checks by `strength`. If they cannot be made, the
+    /// password is refused ([`Rule::NotAssessed`]).
+    pub fn check_with(
+        &self,
+        password: &SecretString,
+        who: Subject<'_>,
+        strength: &dyn Strength,
+    ) -> Result<(), Vec<Rule>> {
         let text = password.expose();
         let chars: Vec<char> = text.chars().collect();
         let lower_text = text.to_lowercase();
@@ -212,16 +268,22 @@ impl Policy {
         if !uid.is_empty() && lower_text.contains(&uid) {
             broken.push(Rule::ContainsDeviceUid);
         }
-        if common().contains(lower_text.as_str()) {
-            broken.push(Rule::Common);
-        }
-        let score =
-            u8::from(zxcvbn::zxcvbn(text, &[who.user_name, who.device_uid, "kawal"]).score());
-        if score < self.min_score {
-            broken.push(Rule::TooGuessable {
-                score,
-                min: self.min_score,
-            });
+        match strength.assess(password, &[who.user_name, who.device_uid, "kawal"]) {
+            Ok(a) => {
+                if a.common {
+                    broken.push(Rule::Common);
+                }
+                if a.score < self.min_score {
+                    broken.push(Rule::TooGuessable {
+                        score: a.score,
+                        min: self.min_score,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "password strength could not be assessed");
+                broken.push(Rule::NotAssessed);
+            }
         }
         if broken.is_empty() {
             Ok(())

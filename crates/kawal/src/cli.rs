@@ -160,6 +160,14 @@ enum Command {
         #[command(subcommand)]
         action: RecoverAction,
     },
+    /// The password rules' dictionary checks for the daemon (reads the password from
+    /// standard input); internal.
+    #[command(hide = true)]
+    PasswordStrength {
+        /// Words that make the password weaker (user name, device UID).
+        #[arg(long = "hint")]
+        hints: Vec<String>,
+    },
     /// The gateway's own device certificate: install a renewed one (at the device).
     Cert {
         #[command(subcommand)]
@@ -532,6 +540,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Recover {
             action: RecoverAction::Unlock { user, config },
         } => recover::unlock(&config, &user),
+        Command::PasswordStrength { hints } => crate::strength::run(&hints),
         Command::Cert {
             action: CertAction::Install { config, cert },
         } => crate::devcert::install(&config, &cert),

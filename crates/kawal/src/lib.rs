@@ -28,6 +28,7 @@ pub mod provision;
 pub mod recover;
 pub mod reset;
 pub mod serve;
+pub mod strength;
 
 pub use error::{CliError, Exit};
 

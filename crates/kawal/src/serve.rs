@@ -150,7 +150,11 @@ pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> R
     let client_auth = Some(kawal_api::tls::ClientAuth { roots_pem });
     let tls = kawal_api::tls::server_config(&identity, client_auth.as_ref())
         .map_err(|e| CliError::new(Exit::Config, format!("TLS: {e}")))?;
-    let directory = Arc::new(directory(dev, config));
+    // The dictionary checks of new passwords run in a child process: their tables would
+    // otherwise stay in the daemon (crate::strength).
+    let directory = Arc::new(
+        directory(dev, config).with_strength(Arc::new(crate::strength::ChildStrength::new()?)),
+    );
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&directory))
             .map_err(|e| CliError::new(Exit::Failure, format!("authenticator: {e}")))?,

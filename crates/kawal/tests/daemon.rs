@@ -153,3 +153,64 @@ fn a_busy_port_is_a_clear_error() {
         r.stderr
     );
 }
+
+/// Resident anonymous memory of `pid`, KiB.
+fn rss_anon_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// G045: AU-1-8
+/// Setting passwords does not leave the password rules' dictionaries (zxcvbn and the
+/// common-password list, ~8 MiB) in the daemon: they are checked in a short-lived child
+/// process, and the rules still hold (a common password is refused).
+#[test]
+fn password_checks_leave_no_dictionaries_in_the_daemon() {
+    let gw = gateway::Gateway::start();
+    let pid = gw.pid().unwrap();
+    // Warm up what every request uses (TLS, a session, an Argon2id check) with logins only.
+    for _ in 0..2 {
+        let mut c = gw.client();
+        assert_eq!(
+            c.login("admin", &gw.admin_password).status(),
+            reqwest::StatusCode::OK
+        );
+    }
+    let before = rss_anon_kib(pid);
+    let mut api = gw.admin_ready("Sturdy-harbour-lantern-47");
+    let proof = api.reauth("Sturdy-harbour-lantern-47");
+    let r = api.post_reauth(
+        "/api/v1/accounts",
+        &serde_json::json!({ "username": "op1", "role": "operator", "password": "password1234" }),
+        &proof,
+    );
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::BAD_REQUEST,
+        "a common password was accepted"
+    );
+    let body = r.text().unwrap();
+    assert!(body.contains("commonly used"), "{body}");
+    for i in 0..3 {
+        let proof = api.reauth("Sturdy-harbour-lantern-47");
+        let r = api.post_reauth(
+            "/api/v1/accounts",
+            &serde_json::json!({
+                "username": format!("op{i}"),
+                "role": "operator",
+                "password": format!("Quiet-orbit-tamarind-8{i}")
+            }),
+            &proof,
+        );
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
+    let after = rss_anon_kib(pid);
+    assert!(
+        after < before + 3 * 1024,
+        "anonymous memory grew from {before} KiB to {after} KiB"
+    );
+}
