@@ -141,6 +141,8 @@ fn limits(config: &ValidConfig) -> kawal_gateway::limits::Settings {
         bytes: Rate::doubled(m.bytes_per_s),
         allow_sources: config.gateway.allow_sources.clone(),
         max_retained: m.max_retained,
+        audit_refusals_per_source: m.audit_refusals_per_source,
+        audit_window: Duration::from_secs(m.audit_window_s),
         payload: config
             .gateway
             .payload

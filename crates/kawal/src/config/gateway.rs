@@ -54,6 +54,13 @@ pub struct RawMqtt {
     /// Retained messages kept (0 = retain is refused).
     #[serde(default = "d_retained")]
     pub max_retained: usize,
+    /// Audit flood control: refusals before authentication written one by one per source
+    /// and window; the rest are counted into one summary event.
+    #[serde(default = "d_audit_per_source")]
+    pub audit_refusals_per_source: u32,
+    /// Audit flood control: the window, seconds.
+    #[serde(default = "d_audit_window")]
+    pub audit_window_s: u64,
     /// Per-role topic rules; the defaults (`sensor`, `reader`) apply when absent.
     #[serde(default)]
     pub acl: BTreeMap<String, RawAclRole>,
@@ -113,6 +120,8 @@ impl Default for RawMqtt {
             max_topic_length: d_topic_len(),
             max_topic_depth: d_topic_depth(),
             max_retained: d_retained(),
+            audit_refusals_per_source: d_audit_per_source(),
+            audit_window_s: d_audit_window(),
             acl: BTreeMap::new(),
             payload: Vec::new(),
         }
@@ -157,6 +166,12 @@ fn d_topic_depth() -> usize {
 }
 fn d_retained() -> usize {
     1000
+}
+fn d_audit_per_source() -> u32 {
+    10
+}
+fn d_audit_window() -> u64 {
+    60
 }
 
 /// `[upstream]`: the broker telemetry goes to. Absent: telemetry stays in the queue.
@@ -325,6 +340,10 @@ pub struct MqttLimits {
     pub max_topic_depth: usize,
     /// See [`RawMqtt`].
     pub max_retained: usize,
+    /// See [`RawMqtt`].
+    pub audit_refusals_per_source: u32,
+    /// See [`RawMqtt`].
+    pub audit_window_s: u64,
 }
 
 /// A validated `[[mqtt.payload]]` rule.
@@ -526,6 +545,20 @@ pub fn validate(
         ),
         max_topic_depth: range("mqtt.max-topic-depth", mqtt.max_topic_depth, 2, 128, errors),
         max_retained: range("mqtt.max-retained", mqtt.max_retained, 0, 100_000, errors),
+        audit_refusals_per_source: range(
+            "mqtt.audit-refusals-per-source",
+            mqtt.audit_refusals_per_source,
+            1,
+            1000,
+            errors,
+        ),
+        audit_window_s: range(
+            "mqtt.audit-window-s",
+            mqtt.audit_window_s,
+            1,
+            86_400,
+            errors,
+        ),
     };
     let mut acl = BTreeMap::new();
     let roles = if mqtt.acl.is_empty() {
