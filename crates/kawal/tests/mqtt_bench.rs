@@ -11,6 +11,10 @@
 //! before its PUBACK, while Mosquitto keeps messages in memory and writes its store only at
 //! shutdown (and every 30 minutes).
 //!
+//! `bench_mqtt_gateway_role` is setup b, the gateway role: sensors → kawal → an upstream
+//! Mosquitto → a subscriber there, against sensors → a Mosquitto bridged to the same upstream
+//! (what gateways built on Mosquitto do) → the same subscriber.
+//!
 //! `both_brokers_take_qos1_from_five_sensors_without_loss` is the CI smoke test. The
 //! `bench_*` tests are ignored; `scripts/bench.sh mqtt` runs them in release.
 #![allow(
@@ -37,7 +41,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::free_port;
 use common::gateway::{Gateway, set};
-use common::mosquitto::{Mosquitto, ServerPki, server_pki};
+use common::mosquitto::{BridgeTo, Mosquitto, ServerPki, server_pki, upstream_pki};
 use kawal_gateway::client::{Client, ClientSettings, read_packet};
 use mqtt_proto::v3::{Connect, ConnectReturnCode, Packet};
 use rustls::HandshakeKind;
@@ -115,14 +119,15 @@ impl Rig {
             Limits::Raised => bench_config(cfg),
             Limits::Shipped => set(cfg, "mqtt", "messages-per-s", 1_000_000),
         });
-        drop(gw.admin_ready(ADMIN_PW));
-        let http = common::gateway::http_client(&gw.ca_pem, None);
-        let r = http.get(gw.url("/api/v1/sensors/ca")).send().unwrap();
-        assert!(r.status().is_success(), "GET /api/v1/sensors/ca");
-        let sensor_ca_pem = r.text().unwrap();
+        let sensor_ca_pem = admin_ready_sensor_ca(&gw);
         let dir = gw.tmp.path().join("mosquitto");
         let pki = server_pki(&dir.join("pki"));
         let mosq = Mosquitto::start(&dir, free_port(), &sensor_ca_pem, &pki, &[READER]);
+        Self::assemble(gw, mosq, pki, sensor_ca_pem)
+    }
+
+    /// The rig around a started daemon and Mosquitto.
+    fn assemble(gw: Gateway, mosq: Mosquitto, pki: ServerPki, sensor_ca_pem: String) -> Self {
         let trust = format!("{}{}", gw.ca_pem, pki.ca_pem);
         let kawal = Target {
             name: "kawal",
@@ -214,6 +219,15 @@ impl Rig {
     }
 }
 
+/// Replaces the daemon's first admin password and fetches its sensor CA (PEM).
+fn admin_ready_sensor_ca(gw: &Gateway) -> String {
+    drop(gw.admin_ready(ADMIN_PW));
+    let http = common::gateway::http_client(&gw.ca_pem, None);
+    let r = http.get(gw.url("/api/v1/sensors/ca")).send().unwrap();
+    assert!(r.status().is_success(), "GET /api/v1/sensors/ca");
+    r.text().unwrap()
+}
+
 /// The daemon's process ID (the `kawal run` whose command line names this config).
 fn daemon_pid(gw: &Gateway) -> u32 {
     let config = gw.config.to_str().unwrap().as_bytes().to_vec();
@@ -263,27 +277,45 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// CPU seconds of the broker and of this process (the load generator) over a run.
+/// CPU seconds of the broker (one process or several: in the gateway role the upstream
+/// counts too) and of this process (the load generator) over a run.
 struct CpuMark {
-    broker: String,
-    b0: f64,
+    brokers: Vec<(String, f64)>,
     g0: f64,
 }
 
 impl CpuMark {
     fn new(t: &Target) -> Self {
-        let broker = t.pid.to_string();
+        Self::of(&[t.pid])
+    }
+
+    fn of(pids: &[u32]) -> Self {
         Self {
-            b0: cpu_seconds(&broker),
+            brokers: pids
+                .iter()
+                .map(|p| {
+                    let p = p.to_string();
+                    let c = cpu_seconds(&p);
+                    (p, c)
+                })
+                .collect(),
             g0: cpu_seconds("self"),
-            broker,
         }
     }
 
-    /// (broker, generator) CPU seconds since `new`.
+    /// (broker, generator) CPU seconds since `new`; the broker's summed over its processes.
     fn take(&self) -> (f64, f64) {
+        let (each, g) = self.take_each();
+        (each.iter().sum(), g)
+    }
+
+    /// (each broker process, generator) CPU seconds since `new`.
+    fn take_each(&self) -> (Vec<f64>, f64) {
         (
-            cpu_seconds(&self.broker) - self.b0,
+            self.brokers
+                .iter()
+                .map(|(p, c0)| cpu_seconds(p) - c0)
+                .collect(),
             cpu_seconds("self") - self.g0,
         )
     }
@@ -354,7 +386,11 @@ struct Outcome {
     /// Publishers whose connection failed, and whether the subscriber's closed.
     pub_errors: u64,
     reader_closed: bool,
+    /// The subscriber stopped waiting before it had been quiet long enough (the drain limit).
+    drain_cut: bool,
     broker_cpu: f64,
+    /// The broker's CPU per process, in the order of [`Sink::pids`].
+    broker_cpu_each: Vec<f64>,
     gen_cpu: f64,
 }
 
@@ -492,6 +528,31 @@ struct FloodSpec {
     late: Cred,
 }
 
+/// Where the messages are counted: the subscriber's connection and filter, how long it must
+/// be quiet before a run ends, and which processes' CPU is the broker's.
+struct Sink {
+    settings: ClientSettings,
+    filter: String,
+    /// The run ends once publishing is over and nothing arrived for this long...
+    quiet: Duration,
+    /// ...or this long after publishing ended, whichever comes first (keeps a run bounded).
+    drain: Duration,
+    pids: Vec<u32>,
+}
+
+impl Sink {
+    /// The broker alone (setup a): `reader` on `kawal/+/up/#` at the broker under test.
+    fn local(rig: &Rig, t: &Target, reader: &Cred) -> Self {
+        Self {
+            settings: rig.settings(t, reader),
+            filter: "kawal/+/up/#".into(),
+            quiet: Duration::from_secs(1),
+            drain: Duration::from_secs(600),
+            pids: vec![t.pid],
+        }
+    }
+}
+
 /// As [`run_load`]; with `flood`, the sensors connect first, then the flood starts, and a
 /// second later the publishing (the flood lasts until it ends). Returns the flood's tally
 /// and whether the late sensor could connect during it.
@@ -503,10 +564,22 @@ async fn run_load_during(
     load: Load,
     flood_spec: Option<FloodSpec>,
 ) -> (Outcome, Option<(Flood, Result<(), String>)>) {
-    let sub = Client::connect(&rig.settings(t, reader))
+    run_load_via(rig, t, &Sink::local(rig, t, reader), pubs, load, flood_spec).await
+}
+
+/// As [`run_load_during`], counting at `sink`.
+async fn run_load_via(
+    rig: &Rig,
+    t: &Target,
+    sink: &Sink,
+    pubs: &[Cred],
+    load: Load,
+    flood_spec: Option<FloodSpec>,
+) -> (Outcome, Option<(Flood, Result<(), String>)>) {
+    let sub = Client::connect(&sink.settings)
         .await
-        .unwrap_or_else(|e| panic!("{}: reader: {e}", t.name));
-    sub.subscribe("kawal/+/up/#").await.unwrap();
+        .unwrap_or_else(|e| panic!("{}: subscriber: {e}", t.name));
+    sub.subscribe(&sink.filter).await.unwrap();
     let mut clients = Vec::new();
     for c in pubs {
         let cl = Client::connect(&rig.settings(t, c))
@@ -532,15 +605,25 @@ async fn run_load_during(
     let done = Arc::new(AtomicBool::new(false));
     let n = pubs.len();
     let sub_done = Arc::clone(&done);
+    let (quiet, drain) = (sink.quiet, sink.drain);
     let reader_task = tokio::spawn(async move {
         let mut seen: Vec<Vec<bool>> = vec![Vec::new(); n];
         let (mut received, mut distinct) = (0u64, 0u64);
         let mut lat = Vec::new();
         let mut last = epoch;
         let mut closed = false;
+        let mut cut = false;
+        let mut done_at: Option<Instant> = None;
         let mut rx = sub.incoming.lock().await;
         loop {
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            if sub_done.load(Ordering::Relaxed) {
+                let at = *done_at.get_or_insert_with(Instant::now);
+                if at.elapsed() > drain {
+                    cut = true;
+                    break;
+                }
+            }
+            match tokio::time::timeout(quiet, rx.recv()).await {
                 Ok(Some(m)) => {
                     let now = Instant::now();
                     last = now;
@@ -569,9 +652,9 @@ async fn run_load_during(
             }
         }
         drop(rx);
-        (seen, received, distinct, lat, last, closed, sub)
+        (seen, received, distinct, lat, last, closed, cut, sub)
     });
-    let cpu = CpuMark::new(t);
+    let cpu = CpuMark::of(&sink.pids);
     let interval = load
         .rate
         .map(|r| Duration::from_secs_f64(n as f64 / r.max(1.0)));
@@ -603,14 +686,17 @@ async fn run_load_during(
         None => None,
     };
     done.store(true, Ordering::Relaxed);
-    let (seen, received, distinct, lat, last, reader_closed, sub) = reader_task.await.unwrap();
-    let (broker_cpu, gen_cpu) = cpu.take();
+    let (seen, received, distinct, lat, last, reader_closed, drain_cut, sub) =
+        reader_task.await.unwrap();
+    let (broker_cpu_each, gen_cpu) = cpu.take_each();
     let mut o = Outcome {
         received,
         distinct,
         lat,
         reader_closed,
-        broker_cpu,
+        drain_cut,
+        broker_cpu: broker_cpu_each.iter().sum(),
+        broker_cpu_each,
         gen_cpu,
         publish_span,
         span: last.saturating_duration_since(start),
@@ -1213,4 +1299,286 @@ fn bench_mqtt_flood() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup b: the gateway role
+
+/// The UID `common::gateway` provisions the daemon with (`kawal init --uid`).
+const GW_UID: &str = "test-gw-01";
+/// The bridged Mosquitto's client ID and upstream prefix segment (`kawal/gw/<this>/...`).
+const TWIN: &str = "mosquitto-twin";
+/// The upstream subscriber's (and certificate's) name.
+const UP_SUB: &str = "upstream-subscriber";
+
+/// Sensors → broker → upstream Mosquitto U → subscriber, for both twins: the daemon with
+/// `[upstream]` pointing at U, and a Mosquitto set up as in setup a plus a bridge to U. U
+/// trusts, as client CAs, the daemon's device CA (the daemon presents its device
+/// certificate) and a throw-away test CA that issued its own server certificate, the
+/// Mosquitto bridge's client certificate and the subscriber's.
+struct GatewayRig {
+    rig: Rig,
+    up: Mosquitto,
+    /// U's CA (what the subscriber and both bridges pin).
+    up_ca_pem: String,
+    sub: Cred,
+    /// kawal's `[upstream] inflight`.
+    up_inflight: i64,
+    /// Dropped last: U's files.
+    _up_tmp: tempfile::TempDir,
+}
+
+impl GatewayRig {
+    fn start() -> Self {
+        let up_tmp = tempfile::tempdir().unwrap();
+        let up_pki = upstream_pki(&up_tmp.path().join("pki"), &[TWIN, UP_SUB]);
+        let up_port = free_port();
+        // kawal's shipped window to the upstream unless told otherwise.
+        let up_inflight = i64::try_from(env_u64("KAWAL_BENCH_MQTT_UP_INFLIGHT", 32)).unwrap();
+        let gw = Gateway::start_with(|cfg| {
+            bench_config(cfg);
+            set(cfg, "upstream", "address", format!("127.0.0.1:{up_port}"));
+            set(cfg, "upstream", "server-name", "localhost");
+            set(cfg, "upstream", "ca-file", common::d(&up_pki.ca));
+            set(cfg, "upstream", "inflight", up_inflight);
+        });
+        let sensor_ca_pem = admin_ready_sensor_ca(&gw);
+        // U starts once the device CA exists; the daemon's bridge retries until it is up.
+        let up = Mosquitto::start_upstream(
+            &up_tmp.path().join("upstream"),
+            up_port,
+            &format!("{}{}", up_pki.server.ca_pem, gw.ca_pem),
+            &up_pki.server,
+        );
+        let dir = gw.tmp.path().join("mosquitto");
+        let pki = server_pki(&dir.join("pki"));
+        let (bridge_cert, bridge_key) = &up_pki.clients[0];
+        let prefix = format!("kawal/gw/{TWIN}/");
+        let to = BridgeTo {
+            port: up_port,
+            ca: &up_pki.ca,
+            cert: bridge_cert,
+            key: bridge_key,
+            client_id: TWIN,
+            remote_prefix: &prefix,
+        };
+        let mosq =
+            Mosquitto::start_bridged(&dir, free_port(), &sensor_ca_pem, &pki, &[READER], &to);
+        let (sub_cert, sub_key) = &up_pki.clients[1];
+        let sub = Cred {
+            name: UP_SUB.into(),
+            cert_pem: std::fs::read_to_string(sub_cert).unwrap(),
+            key_pem: std::fs::read_to_string(sub_key).unwrap(),
+        };
+        Self {
+            rig: Rig::assemble(gw, mosq, pki, sensor_ca_pem),
+            up,
+            up_ca_pem: up_pki.server.ca_pem.clone(),
+            sub,
+            up_inflight,
+            _up_tmp: up_tmp,
+        }
+    }
+
+    /// The subscriber at U on `t`'s upstream topics; the broker's CPU is `t`'s and U's.
+    fn sink(&self, t: &Target) -> Sink {
+        Sink {
+            settings: ClientSettings {
+                addr: SocketAddr::from(([127, 0, 0, 1], self.up.port)),
+                server_name: "localhost".into(),
+                tls: kawal::client::sim::sensor_tls(
+                    &self.up_ca_pem,
+                    &self.sub.cert_pem,
+                    &self.sub.key_pem,
+                )
+                .unwrap(),
+                client_id: self.sub.name.clone(),
+                keep_alive: 300,
+            },
+            filter: format!("kawal/gw/{}/+/up/#", sink_prefix(t)),
+            // A bridge that reconnects waits a second or more: do not end a run in that gap.
+            quiet: Duration::from_secs(3),
+            drain: Duration::from_secs(300),
+            pids: vec![t.pid, self.up.pid()],
+        }
+    }
+
+    /// Sends a probe through `t` until one reaches the subscriber at U (at most 60 s): both
+    /// bridges are connected and the topic mapping holds before anything is measured. The
+    /// probe's payload does not parse as a benchmark message, so a late copy counts only as
+    /// received, never as delivered.
+    async fn warm_up(&self, t: &Target, probe: &Cred) {
+        let sink = self.sink(t);
+        let sub = Client::connect(&sink.settings)
+            .await
+            .unwrap_or_else(|e| panic!("upstream subscriber: {e}"));
+        sub.subscribe(&sink.filter).await.unwrap();
+        let p = Client::connect(&self.rig.settings(t, probe))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}: {e}", t.name, probe.name));
+        let topic = format!("kawal/{}/up/probe", probe.name);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut rx = sub.incoming.lock().await;
+        let arrived = loop {
+            if Instant::now() >= deadline {
+                break None;
+            }
+            let _ = p
+                .publish(&topic, Bytes::from_static(b"warm-up"), true)
+                .await;
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                break Some(m.topic);
+            }
+        };
+        drop(rx);
+        let want = format!("kawal/gw/{}/{}/up/probe", sink_prefix(t), probe.name);
+        match arrived {
+            Some(topic) => assert_eq!(topic, want, "{}: upstream topic", t.name),
+            None => panic!(
+                "{}: no probe reached the upstream in 60 s; upstream log: {}; twin log: {}; \
+                 daemon log (tail): {}",
+                t.name,
+                self.up.log(),
+                self.rig.mosq.log(),
+                tail(&self.rig.gw.daemon_log(), 4000)
+            ),
+        }
+        p.disconnect().await;
+        sub.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The upstream topic segment after `kawal/gw/` for `t`'s messages.
+fn sink_prefix(t: &Target) -> &'static str {
+    if t.name == "kawal" { GW_UID } else { TWIN }
+}
+
+/// The last `n` characters of `s`.
+fn tail(s: &str, n: usize) -> String {
+    let skip = s.chars().count().saturating_sub(n);
+    s.chars().skip(skip).collect()
+}
+
+/// How the broker's CPU (the twin's plus U's) splits, and what it comes to per message.
+fn cpu_split(t: &Target, o: &Outcome) -> String {
+    let each = |i: usize| o.broker_cpu_each.get(i).copied().unwrap_or(0.0);
+    format!(
+        "broker CPU = {} {:.2} s + upstream {:.2} s = {:.1} µs per delivered message",
+        t.name,
+        each(0),
+        each(1),
+        o.broker_cpu / o.distinct.max(1) as f64 * 1e6
+    )
+}
+
+/// Setup b, the gateway role: sensors → kawal → upstream Mosquitto → subscriber, against
+/// sensors → a Mosquitto bridged to the same upstream → subscriber. b.1: QoS 1 flat out with
+/// [`PUBLISHERS`] publishers and `KAWAL_BENCH_MQTT_WINDOW` (64) in flight each, for
+/// `KAWAL_BENCH_MQTT_S` seconds; b.2: latency at 1,000 msg/s QoS 1 for
+/// `KAWAL_BENCH_MQTT_LAT_S` seconds. Delivered, lost and latency are measured at the
+/// upstream subscriber; the broker's CPU is the twin's plus U's. kawal's window to the
+/// upstream is its shipped `[upstream] inflight` (32) unless `KAWAL_BENCH_MQTT_UP_INFLIGHT`
+/// says otherwise; the Mosquitto bridge has none (`max_inflight_messages 0`).
+#[test]
+#[ignore = "benchmark: scripts/bench.sh mqtt"]
+fn bench_mqtt_gateway_role() {
+    let secs = bench_secs();
+    let lat_secs = env_u64("KAWAL_BENCH_MQTT_LAT_S", 5) as f64;
+    let window = env_u64("KAWAL_BENCH_MQTT_WINDOW", 64) as usize;
+    let rt = runtime();
+    // A fresh set per measurement, so kawal's queue and both bridges start empty.
+    let g = GatewayRig::start();
+    let pubs = g.rig.publishers(PUBLISHERS, "pub");
+    let probe = g.rig.publishers(1, "probe").pop().unwrap();
+    let mut rates = Vec::new();
+    let mut lost = Vec::new();
+    for t in g.rig.targets() {
+        rt.block_on(g.warm_up(&t, &probe));
+        let load = Load {
+            secs,
+            rate: None,
+            qos1: true,
+            window,
+            max_per_pub: None,
+        };
+        let mut o = rt
+            .block_on(run_load_via(&g.rig, &t, &g.sink(&t), &pubs, load, None))
+            .0;
+        eprintln!(
+            "BENCH b.1. gateway role, QoS 1 flat out, window {window}/publisher, {PUBLISHERS} \
+             publishers -> {} -> upstream mosquitto -> 1 subscriber, {PAYLOAD} B, {secs} s, \
+             kawal [upstream] inflight {} | {}: {}{}; {}",
+            t.name,
+            g.up_inflight,
+            t.name,
+            o.describe(),
+            if o.drain_cut {
+                " (subscriber stopped waiting: drain limit)"
+            } else {
+                ""
+            },
+            cpu_split(&t, &o)
+        );
+        rates.push(o.delivered_per_s());
+        lost.push(o.lost);
+    }
+    eprintln!(
+        "BENCH b.1. gateway role QoS 1 flat out, delivered/s at the upstream subscriber: kawal \
+         {:.0} (lost {}), mosquitto bridge {:.0} (lost {}), ratio kawal/mosquitto {}",
+        rates[0],
+        lost[0],
+        rates[1],
+        lost[1],
+        ratio(rates[0], rates[1])
+    );
+    drop(g);
+
+    let g = GatewayRig::start();
+    let pubs = g.rig.publishers(PUBLISHERS, "pub");
+    let probe = g.rig.publishers(1, "probe").pop().unwrap();
+    let rate = 1_000.0;
+    let mut q = Vec::new();
+    let mut cpu = Vec::new();
+    for t in g.rig.targets() {
+        rt.block_on(g.warm_up(&t, &probe));
+        let load = Load {
+            secs: lat_secs,
+            rate: Some(rate),
+            qos1: true,
+            window: 1024,
+            max_per_pub: None,
+        };
+        let mut o = rt
+            .block_on(run_load_via(&g.rig, &t, &g.sink(&t), &pubs, load, None))
+            .0;
+        let report = o.describe();
+        let (p50, p99) = (quantile(&mut o.lat, 0.5), quantile(&mut o.lat, 0.99));
+        eprintln!(
+            "BENCH b.2. gateway role, QoS 1 at {rate:.0}/s, {lat_secs} s, kawal [upstream] \
+             inflight {} | {}: p50 {} p99 {} | {report}{}; {}",
+            g.up_inflight,
+            t.name,
+            ms(p50),
+            ms(p99),
+            if o.drain_cut {
+                " (subscriber stopped waiting: drain limit)"
+            } else {
+                ""
+            },
+            cpu_split(&t, &o)
+        );
+        q.push((p50.as_secs_f64(), p99.as_secs_f64()));
+        cpu.push(o.broker_cpu);
+    }
+    eprintln!(
+        "BENCH b.2. gateway role QoS 1 at {rate:.0}/s: p50 kawal/mosquitto {}, p99 \
+         kawal/mosquitto {}; broker CPU (twin + upstream) kawal {:.2} s, mosquitto {:.2} s, \
+         ratio {}",
+        ratio(q[0].0, q[1].0),
+        ratio(q[0].1, q[1].1),
+        cpu[0],
+        cpu[1],
+        ratio(cpu[0], cpu[1])
+    );
 }
