@@ -64,6 +64,9 @@ if [ "$what" = all ] || [ "$what" = logins ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = mqtt ]; then
+  # KAWAL_BENCH_MQTT_CONNS=10000 holds 10,000 connections on each side of the loopback, one
+  # broker after the other, while the previous ones close: more descriptors than usual.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   printf '\n== MQTT: kawal vs Mosquitto %s in the same run: release daemon\n' \
     "$(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | sed 's/^mosquitto version //')" | tee -a "$out"
   # -o: the first line of a test shares its line with libtest's "test name ... ".

@@ -200,15 +200,17 @@ impl Client {
         });
         let keep_alive = s.keep_alive;
         if keep_alive > 0 {
-            let ping_out = out.clone();
+            // A weak sender: the pings must not keep the connection open once the client is
+            // gone (the writer ends, and the socket closes, when the last strong sender drops).
+            let ping_out = out.downgrade();
             tokio::spawn(async move {
                 let every = Duration::from_secs(u64::from(keep_alive) / 2 + 1);
                 loop {
                     tokio::time::sleep(every).await;
-                    let Ok(b) = encode(&Packet::Pingreq) else {
+                    let (Ok(b), Some(tx)) = (encode(&Packet::Pingreq), ping_out.upgrade()) else {
                         break;
                     };
-                    if ping_out.send(b).await.is_err() {
+                    if tx.send(b).await.is_err() {
                         break;
                     }
                 }

@@ -1020,6 +1020,7 @@ fn bench_mqtt_memory() {
         t0.elapsed().as_secs_f64()
     );
     let mut per = Vec::new();
+    let fds_before = open_fds();
     for t in rig.targets() {
         std::thread::sleep(Duration::from_secs(2));
         let before = rss_kib(t.pid);
@@ -1068,13 +1069,28 @@ fn bench_mqtt_memory() {
             for c in clients {
                 c.disconnect().await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Until the sockets are closed (bounded): with N = 10,000 the next broker's
+            // connections would not fit in the descriptor limit beside them.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while open_fds() > fds_before + 64 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            eprintln!(
+                "BENCH 4. {}: descriptors open after disconnecting: {} (before: {fds_before})",
+                t.name,
+                open_fds()
+            );
         });
     }
     eprintln!(
         "BENCH 4. bytes per idle connection: kawal/mosquitto {} (target <= 0.5x)",
         ratio(per[0], per[1])
     );
+}
+
+/// Descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
 }
 
 /// 5. Full handshakes per second (no resumption) and whether resumption works.
