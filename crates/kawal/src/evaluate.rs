@@ -67,9 +67,12 @@ pub fn gather(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Resu
     let mut events = BTreeMap::new();
     if let Ok(entries) = kawal_audit::read_entries(&dev.layout.dir, Filter::default()) {
         for e in entries.flatten() {
-            // Refusals and denials are also counted by reason ("mqtt.refused/revoked").
-            if let Some(kawal_audit::Value::Str(reason)) = e.details.get("reason") {
-                *events.entry(format!("{}/{reason}", e.event)).or_insert(0) += 1;
+            // Refusals and denials are also counted by reason ("mqtt.refused/revoked"), and
+            // issuances by how ("sensor.certificate-issued/external-ca-import").
+            for field in ["reason", "via"] {
+                if let Some(kawal_audit::Value::Str(v)) = e.details.get(field) {
+                    *events.entry(format!("{}/{v}", e.event)).or_insert(0) += 1;
+                }
             }
             *events.entry(e.event).or_insert(0) += 1;
         }

@@ -112,6 +112,26 @@ pub fn findings(g: &GatewayFacts, events: &BTreeMap<String, u64>) -> Vec<Finding
             "refused at the listener",
             by_reason(events, "mqtt.refused"),
         )
+        .evidence(
+            "external sensor CA",
+            g.config.gateway.external_ca_file.as_ref().map_or_else(
+                || "none configured: only the gateway's own sensor CA".to_owned(),
+                |f| {
+                    format!(
+                        "{} trusted for imported sensors only (kawal sensor import; the registry refuses the rest): {} certificate(s) imported",
+                        f.display(),
+                        n(events, "sensor.certificate-issued/external-ca-import")
+                    )
+                },
+            ),
+        )
+        .evidence(
+            "validity and the clock",
+            format!(
+                "certificates are checked at the clock floor (the latest time the device has lived through) when the clock reads earlier: {} clock.behind event(s)",
+                n(events, "clock.behind")
+            ),
+        )
         .reason_if(
             !m.client_cert_required || m.plain_listener,
             "the MQTT listener accepted connections without a client certificate",
