@@ -118,24 +118,21 @@ fn down_sink() -> (Down, DeliverDown) {
     )
 }
 
-/// Threat: ST-G-3 — telemetry goes upstream over mutual TLS under
-/// `kawal/gw/<gateway>/<uid>/up/...`, and commands published upstream to
-/// `<prefix>/<uid>/down/x` reach the broker as `kawal/<uid>/down/x`.
-/// G045: DS-1-2 — a message leaves the queue only once the upstream acknowledged it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn telemetry_goes_up_and_commands_come_down() {
-    let ca = Ca::new("upstream CA");
-    let broker_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _mq = Mosquitto::start_new(
-        broker_dir.path(),
-        port,
-        &ca.cert_pem,
-        &ca.server(&["127.0.0.1"]),
-    );
+/// An upstream Mosquitto on `port` (in its own folder, kept as long as this lives) with a
+/// subscriber, already subscribed, to everything the gateway sends there.
+struct Upstream {
+    dir: tempfile::TempDir,
+    mq: Mosquitto,
+    sub: Subscriber,
+    prefix: String,
+}
+
+async fn upstream(ca: &Ca, port: u16) -> Upstream {
+    let dir = tempfile::tempdir().unwrap();
+    let mq = Mosquitto::start_new(dir.path(), port, &ca.cert_pem, &ca.server(&["127.0.0.1"]));
     let prefix = format!("kawal/gw/{GATEWAY}");
     let sub = Subscriber::spawn(
-        connector(&ca, &ca.client("test-sub")),
+        connector(ca, &ca.client("test-sub")),
         port,
         "test-sub",
         &format!("{prefix}/#"),
@@ -144,6 +141,28 @@ async fn telemetry_goes_up_and_commands_come_down() {
         sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
     })
     .await;
+    Upstream {
+        dir,
+        mq,
+        sub,
+        prefix,
+    }
+}
+
+/// Threat: ST-G-3 — telemetry goes upstream over mutual TLS under
+/// `kawal/gw/<gateway>/<uid>/up/...`, and commands published upstream to
+/// `<prefix>/<uid>/down/x` reach the broker as `kawal/<uid>/down/x`.
+/// G045: DS-1-2 — a message leaves the queue only once the upstream acknowledged it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_goes_up_and_commands_come_down() {
+    let ca = Ca::new("upstream CA");
+    let port = free_port();
+    let Upstream {
+        dir: _broker_dir,
+        mq: _mq,
+        sub,
+        prefix,
+    } = upstream(&ca, port).await;
 
     let gw = Gateway::new();
     let (down, deliver) = down_sink();
@@ -222,26 +241,14 @@ async fn telemetry_goes_up_and_commands_come_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_outage_loses_nothing() {
     let ca = Ca::new("upstream CA");
-    let broker_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut mq = Mosquitto::start_new(
-        broker_dir.path(),
-        port,
-        &ca.cert_pem,
-        &ca.server(&["127.0.0.1"]),
-    );
-    let prefix = format!("kawal/gw/{GATEWAY}");
     // A persistent session: the broker keeps what arrives while the subscriber reconnects.
-    let sub = Subscriber::spawn(
-        connector(&ca, &ca.client("test-sub")),
-        port,
-        "test-sub",
-        &format!("{prefix}/#"),
-    );
-    wait_until("subscriber", || {
-        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
-    })
-    .await;
+    let Upstream {
+        dir: _broker_dir,
+        mut mq,
+        sub,
+        prefix,
+    } = upstream(&ca, port).await;
     let gw = Gateway::new();
     let (_down, deliver) = down_sink();
     let settings = bridge_settings(port, &ca.cert_pem, &ca.client(GATEWAY));
@@ -327,24 +334,12 @@ async fn stored_messages_are_sent_after_a_restart() {
     gw.restart_queue();
     assert_eq!(gw.queue.len(), N);
 
-    let broker_dir = tempfile::tempdir().unwrap();
-    let _mq = Mosquitto::start_new(
-        broker_dir.path(),
-        port,
-        &ca.cert_pem,
-        &ca.server(&["127.0.0.1"]),
-    );
-    let prefix = format!("kawal/gw/{GATEWAY}");
-    let sub = Subscriber::spawn(
-        connector(&ca, &ca.client("test-sub")),
-        port,
-        "test-sub",
-        &format!("{prefix}/#"),
-    );
-    wait_until("subscriber", || {
-        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
-    })
-    .await;
+    let Upstream {
+        dir: _broker_dir,
+        mq: _mq,
+        sub,
+        prefix,
+    } = upstream(&ca, port).await;
     let (_down, deliver) = down_sink();
     let bridge = Bridge::spawn(
         bridge_settings(port, &ca.cert_pem, &gateway_leaf),
@@ -367,25 +362,13 @@ async fn stored_messages_are_sent_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_mid_stream_resends_what_was_in_flight() {
     let ca = Ca::new("upstream CA");
-    let broker_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut mq = Mosquitto::start_new(
-        broker_dir.path(),
-        port,
-        &ca.cert_pem,
-        &ca.server(&["127.0.0.1"]),
-    );
-    let prefix = format!("kawal/gw/{GATEWAY}");
-    let sub = Subscriber::spawn(
-        connector(&ca, &ca.client("test-sub")),
-        port,
-        "test-sub",
-        &format!("{prefix}/#"),
-    );
-    wait_until("subscriber", || {
-        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
-    })
-    .await;
+    let Upstream {
+        dir: _broker_dir,
+        mut mq,
+        sub,
+        prefix,
+    } = upstream(&ca, port).await;
     let gw = Gateway::new();
     let (_down, deliver) = down_sink();
     let settings = bridge_settings(port, &ca.cert_pem, &ca.client(GATEWAY));
@@ -528,25 +511,13 @@ async fn reload(bridge: &Arc<BridgeHandle>, id: ClientIdentity) -> Result<(), Er
 async fn renewed_identity_is_presented_without_restart() {
     let ca = Ca::new("upstream CA");
     let (cert_a, cert_b) = (ca.client("gateway-cert-A"), ca.client("gateway-cert-B"));
-    let broker_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mq = Mosquitto::start_new(
-        broker_dir.path(),
-        port,
-        &ca.cert_pem,
-        &ca.server(&["127.0.0.1"]),
-    );
-    let prefix = format!("kawal/gw/{GATEWAY}");
-    let sub = Subscriber::spawn(
-        connector(&ca, &ca.client("test-sub")),
-        port,
-        "test-sub",
-        &format!("{prefix}/#"),
-    );
-    wait_until("subscriber", || {
-        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
-    })
-    .await;
+    let Upstream {
+        dir: _broker_dir,
+        mq,
+        sub,
+        prefix,
+    } = upstream(&ca, port).await;
     let gw = Gateway::new();
     let (_down, deliver) = down_sink();
     let mut settings = bridge_settings(port, &ca.cert_pem, &cert_a);
@@ -632,25 +603,13 @@ async fn renewed_identity_is_presented_without_restart() {
 async fn unusable_renewal_is_refused_and_the_old_identity_stays() {
     let ca = Ca::new("upstream CA");
     let (cert_a, cert_b) = (ca.client("gateway-cert-A"), ca.client("gateway-cert-B"));
-    let broker_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mq = Mosquitto::start_new(
-        broker_dir.path(),
-        port,
-        &ca.cert_pem,
-        &ca.server(&["127.0.0.1"]),
-    );
-    let prefix = format!("kawal/gw/{GATEWAY}");
-    let sub = Subscriber::spawn(
-        connector(&ca, &ca.client("test-sub")),
-        port,
-        "test-sub",
-        &format!("{prefix}/#"),
-    );
-    wait_until("subscriber", || {
-        sub.subscribed.load(std::sync::atomic::Ordering::SeqCst)
-    })
-    .await;
+    let Upstream {
+        dir: _broker_dir,
+        mq,
+        sub,
+        prefix,
+    } = upstream(&ca, port).await;
     let gw = Gateway::new();
     let (_down, deliver) = down_sink();
     let settings = bridge_settings(port, &ca.cert_pem, &cert_a);

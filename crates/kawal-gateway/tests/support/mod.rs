@@ -64,6 +64,19 @@ impl Leaf {
     }
 }
 
+/// A sensor certificate's fields: CN = uid, SAN URI `urn:kawal:sensor:<uid>`, clientAuth,
+/// digitalSignature.
+fn sensor_params(uid: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, uid);
+    params.subject_alt_names = vec![SanType::URI(
+        Ia5String::try_from(format!("urn:kawal:sensor:{uid}")).unwrap(),
+    )];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params
+}
+
 impl Ca {
     pub fn new(name: &str) -> Self {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
@@ -97,26 +110,14 @@ impl Ca {
     }
 
     pub fn sensor_with_serial(&self, uid: &str, serial: Option<&[u8]>) -> Leaf {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, uid);
-        params.subject_alt_names = vec![SanType::URI(
-            Ia5String::try_from(format!("urn:kawal:sensor:{uid}")).unwrap(),
-        )];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = sensor_params(uid);
         params.serial_number = serial.map(SerialNumber::from_slice);
         self.sign(&params)
     }
 
     /// A sensor certificate valid from `from` to `to` (year, month, day; UTC midnight) only.
     pub fn sensor_valid(&self, uid: &str, from: (i32, u8, u8), to: (i32, u8, u8)) -> Leaf {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, uid);
-        params.subject_alt_names = vec![SanType::URI(
-            Ia5String::try_from(format!("urn:kawal:sensor:{uid}")).unwrap(),
-        )];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = sensor_params(uid);
         params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
         params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
         self.sign(&params)
