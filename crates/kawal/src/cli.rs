@@ -64,6 +64,16 @@ enum Command {
         /// The demo folder (reused if it exists).
         #[arg(long, default_value = "kawal-demo")]
         dir: PathBuf,
+        /// Forward the telemetry to this MQTT broker (`host:port`, mutual TLS); it must trust
+        /// the demo's device CA (`<dir>/data/pki/dev-ca.crt.pem`).
+        #[arg(long, requires = "upstream_ca")]
+        upstream: Option<String>,
+        /// The CA (PEM) of the upstream broker's certificate: pinned.
+        #[arg(long)]
+        upstream_ca: Option<PathBuf>,
+        /// The name the upstream's certificate must carry (default: the host of --upstream).
+        #[arg(long, requires = "upstream")]
+        upstream_server_name: Option<String>,
     },
     /// Evaluate all 44 G045 controls on this device and write the report.
     Audit {
@@ -411,7 +421,19 @@ fn dispatch(command: Command) -> Result<()> {
             let pass = crate::device::read_passphrase(cfg.passphrase_file.as_deref())?;
             daemon::run(&cfg, pass.as_ref())
         }
-        Command::Demo { dir } => daemon::demo(&dir),
+        Command::Demo {
+            dir,
+            upstream,
+            upstream_ca,
+            upstream_server_name,
+        } => daemon::demo(
+            &dir,
+            upstream.map(|address| daemon::DemoUpstream {
+                address,
+                ca: upstream_ca.unwrap_or_default(),
+                server_name: upstream_server_name,
+            }),
+        ),
         Command::Audit {
             mut dir,
             config,

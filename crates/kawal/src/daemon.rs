@@ -331,8 +331,50 @@ fn serve_until_signal(
     })
 }
 
-/// `kawal demo`: a dev device in its own folder, then the daemon on 127.0.0.1.
-pub fn demo(dir: &Path) -> Result<()> {
+/// The upstream broker the demo forwards to (`kawal demo --upstream`).
+#[derive(Debug, Clone)]
+pub struct DemoUpstream {
+    /// `host:port`.
+    pub address: String,
+    /// The broker's CA (PEM), pinned.
+    pub ca: PathBuf,
+    /// The name its certificate must carry.
+    pub server_name: Option<String>,
+}
+
+/// The demo's configuration: its data folder and listeners, and the upstream if one is given.
+/// Written at every start, so `--upstream` can be added to or left off a reused demo.
+fn demo_config(
+    data: &Path,
+    api: SocketAddr,
+    mqtt: SocketAddr,
+    upstream: Option<&DemoUpstream>,
+) -> Result<String> {
+    let mut doc = toml::Table::new();
+    doc.insert("data-dir".into(), data.display().to_string().into());
+    let mut listen = toml::Table::new();
+    listen.insert("api".into(), api.to_string().into());
+    listen.insert("mqtt".into(), mqtt.to_string().into());
+    doc.insert("listen".into(), listen.into());
+    if let Some(u) = upstream {
+        let ca = crate::provision::absolute(&u.ca)?;
+        let mut t = toml::Table::new();
+        t.insert("address".into(), u.address.clone().into());
+        t.insert("ca-file".into(), ca.display().to_string().into());
+        if let Some(n) = &u.server_name {
+            t.insert("server-name".into(), n.clone().into());
+        }
+        doc.insert("upstream".into(), t.into());
+    }
+    let body = toml::to_string(&doc).or_exit(Exit::Failure, "demo configuration")?;
+    Ok(format!(
+        "# kawal demo configuration (written by `kawal demo` at every start)\n{body}"
+    ))
+}
+
+/// `kawal demo`: a dev device in its own folder, then the daemon on 127.0.0.1, forwarding to
+/// `upstream` if given.
+pub fn demo(dir: &Path, upstream: Option<DemoUpstream>) -> Result<()> {
     let dir = crate::provision::absolute(dir)?;
     let data = dir.join("data");
     let config_path = dir.join("kawal.toml");
@@ -352,11 +394,6 @@ pub fn demo(dir: &Path) -> Result<()> {
             passphrase: None,
             argon2: kawal_crypto::password::Argon2Params::OWASP,
         })?;
-        let config = format!(
-            "# kawal demo configuration (made by `kawal demo`)\ndata-dir = {:?}\n\n[listen]\napi = \"{api}\"\nmqtt = \"{mqtt}\"\n",
-            data.display().to_string()
-        );
-        device::write_atomic(&config_path, config.as_bytes(), 0o644)?;
         output::line(&format!(
             "demo device {} provisioned in {}",
             p.uid,
@@ -374,6 +411,8 @@ pub fn demo(dir: &Path) -> Result<()> {
             dir.display()
         ));
     }
+    let config = demo_config(&data, api, mqtt, upstream.as_ref())?;
+    device::write_atomic(&config_path, config.as_bytes(), 0o644)?;
     output::line(&format!(
         "console: https://localhost:{}/ (dev certificate: trust {}/pki/dev-ca.crt.pem or accept the warning)",
         api.port(),
@@ -391,6 +430,16 @@ pub fn demo(dir: &Path) -> Result<()> {
     output::line(
         "sensors: three simulated sensors connect over mutual TLS and publish every 2 s (see the console's Sensors page, or kawal sensor list)",
     );
+    match &upstream {
+        Some(u) => output::line(&format!(
+            "upstream: telemetry is forwarded to {} under kawal/gw/<device uid>/<sensor>/up/... (mutual TLS: the broker must trust {}/pki/dev-ca.crt.pem)",
+            u.address,
+            data.display()
+        )),
+        None => output::line(
+            "upstream: none (kawal demo --upstream HOST:PORT --upstream-ca CA.pem forwards to a broker); the queue keeps the telemetry",
+        ),
+    }
     let config = crate::config::load(&config_path)?;
     serve(&config, None, true)
 }
