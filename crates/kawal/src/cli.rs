@@ -428,11 +428,13 @@ fn dispatch(command: Command) -> Result<()> {
             upstream_server_name,
         } => daemon::demo(
             &dir,
-            upstream.map(|address| daemon::DemoUpstream {
-                address,
-                ca: upstream_ca.unwrap_or_default(),
-                server_name: upstream_server_name,
-            }),
+            upstream
+                .map(|address| daemon::DemoUpstream {
+                    address,
+                    ca: upstream_ca.unwrap_or_default(),
+                    server_name: upstream_server_name,
+                })
+                .as_ref(),
         ),
         Command::Audit {
             mut dir,

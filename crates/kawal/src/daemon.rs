@@ -374,7 +374,7 @@ fn demo_config(
 
 /// `kawal demo`: a dev device in its own folder, then the daemon on 127.0.0.1, forwarding to
 /// `upstream` if given.
-pub fn demo(dir: &Path, upstream: Option<DemoUpstream>) -> Result<()> {
+pub fn demo(dir: &Path, upstream: Option<&DemoUpstream>) -> Result<()> {
     let dir = crate::provision::absolute(dir)?;
     let data = dir.join("data");
     let config_path = dir.join("kawal.toml");
@@ -411,7 +411,7 @@ pub fn demo(dir: &Path, upstream: Option<DemoUpstream>) -> Result<()> {
             dir.display()
         ));
     }
-    let config = demo_config(&data, api, mqtt, upstream.as_ref())?;
+    let config = demo_config(&data, api, mqtt, upstream)?;
     device::write_atomic(&config_path, config.as_bytes(), 0o644)?;
     output::line(&format!(
         "console: https://localhost:{}/ (dev certificate: trust {}/pki/dev-ca.crt.pem or accept the warning)",
@@ -430,7 +430,7 @@ pub fn demo(dir: &Path, upstream: Option<DemoUpstream>) -> Result<()> {
     output::line(
         "sensors: three simulated sensors connect over mutual TLS and publish every 2 s (see the console's Sensors page, or kawal sensor list)",
     );
-    match &upstream {
+    match upstream {
         Some(u) => output::line(&format!(
             "upstream: telemetry is forwarded to {} under kawal/gw/<device uid>/<sensor>/up/... (mutual TLS: the broker must trust {}/pki/dev-ca.crt.pem)",
             u.address,
