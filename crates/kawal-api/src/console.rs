@@ -429,14 +429,15 @@ pub async fn dashboard(
                 _ => "unknown".into(),
             },
             detail: format!(
-                "until {} ({} days left), serial {}",
+                "until {} ({} days left), serial {}; {}",
                 cert.get("not_after").map(s).unwrap_or_default(),
                 cert.get("days_left").map(s).unwrap_or_default(),
-                cert.get("serial").map(s).unwrap_or_default()
+                cert.get("serial").map(s).unwrap_or_default(),
+                renewal_text(cert.get("renewal"))
             ),
             state: match expiry {
-                Some("ok") => "ok",
-                Some("warn-30d" | "warn-7d") => "warn",
+                Some("ok") if !renewal_failing(cert) => "ok",
+                Some("ok" | "warn-30d" | "warn-7d") => "warn",
                 _ => "bad",
             },
         });
@@ -1022,4 +1023,35 @@ pub async fn js() -> Response {
         include_str!("../static/console.js"),
     )
         .into_response()
+}
+
+/// Whether the device certificate's automatic renewal has failed since its last success.
+fn renewal_failing(cert: &serde_json::Value) -> bool {
+    cert.pointer("/renewal/failures")
+        .and_then(serde_json::Value::as_u64)
+        .is_some_and(|n| n > 0)
+}
+
+/// The device certificate's automatic renewal, in words for the dashboard.
+fn renewal_text(r: Option<&serde_json::Value>) -> String {
+    let Some(r) = r.filter(|r| !r.is_null()) else {
+        return "renewed by hand (kawal cert install)".into();
+    };
+    let url = r
+        .get("est_url")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    let from = r
+        .get("renew_from")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    match r.get("failures").and_then(serde_json::Value::as_u64) {
+        Some(0) | None => format!("renews itself over EST ({url}) from {from}"),
+        Some(n) => format!(
+            "renewal over EST ({url}) failing: {n} attempt(s), last: {}",
+            r.get("last_error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?")
+        ),
+    }
 }

@@ -295,6 +295,22 @@ pub struct InForce {
     pub since: String,
     /// The last certificate file refused while this one was in force.
     pub refused: Option<RefusedRecord>,
+    /// Automatic renewal over EST, when configured.
+    #[serde(default)]
+    pub renewal: Option<RenewalRecord>,
+}
+
+/// Where automatic renewal stands, for the health answer and the console.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RenewalRecord {
+    /// The EST server.
+    pub est_url: String,
+    /// From when the certificate in force is renewed (RFC 3339).
+    pub renew_from: String,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// The last failure's reason.
+    pub last_error: Option<String>,
 }
 
 /// A refused certificate file, for the console.
@@ -313,13 +329,14 @@ pub struct RefusedRecord {
 pub fn health(dev: &Device) -> Value {
     let now = now_s();
     let kept: Option<InForce> = dev.get_json(tables::HEALTH, IN_FORCE_RECORD).ok().flatten();
-    let (facts, since, refused) = match kept {
-        Some(k) => (Some(k.facts), Some(k.since), k.refused),
+    let (facts, since, refused, renewal) = match kept {
+        Some(k) => (Some(k.facts), Some(k.since), k.refused, k.renewal),
         None => (
             serve::device_chain(dev)
                 .ok()
                 .and_then(|c| read_chain(&c).ok())
                 .map(|(f, _)| f),
+            None,
             None,
             None,
         ),
@@ -339,6 +356,7 @@ pub fn health(dev: &Device) -> Value {
         "sha256": f.sha256,
         "in_force_since": since,
         "last_refused": refused,
+        "renewal": renewal,
     })
 }
 
@@ -506,6 +524,16 @@ impl Watch {
                     r.last_error = Some(reason);
                 }
             }
+            self.renewal = Some(r);
+            // The renewal's state for the health answer; a refused file stays on record.
+            let refused = self
+                .dev
+                .get_json::<InForce>(tables::HEALTH, IN_FORCE_RECORD)
+                .ok()
+                .flatten()
+                .and_then(|k| k.refused);
+            self.keep_in_force(refused);
+            return;
         }
         self.renewal = Some(r);
     }
@@ -669,10 +697,21 @@ impl Watch {
             Ok(Some(k)) if k.facts.sha256 == facts.sha256 => k.since,
             _ => WallTime::now().to_string(),
         };
+        let renewal = self.renewal.as_ref().map(|r| RenewalRecord {
+            est_url: r.settings.est_url.clone(),
+            renew_from: rfc3339(renew::renew_from(
+                facts.not_before,
+                facts.not_after,
+                r.settings.at_percent,
+            )),
+            failures: r.schedule.failures(),
+            last_error: r.last_error.clone(),
+        });
         let record = InForce {
             facts: facts.clone(),
             since,
             refused,
+            renewal,
         };
         let stored = serde_json::to_vec(&record)
             .map_err(|e| e.to_string())

@@ -376,6 +376,14 @@ fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
         assert_eq!(d["est_url"], fleet.url().as_str());
     }
     assert_eq!(fleet.issued(), 0);
+    // The health answer (and the console's dashboard) says the renewal is failing, and why.
+    gw.ca_pem = std::fs::read_to_string(&fleet.ca_file).unwrap();
+    let mut api = gw.admin_ready(ADMIN_PW);
+    let h: Value = api.get("/api/v1/health").json().unwrap();
+    let renewal = &h["device_certificate"]["renewal"];
+    assert_eq!(renewal["est_url"], fleet.url().as_str(), "{h}");
+    assert!(renewal["failures"].as_u64().unwrap() >= 3, "{h}");
+    assert!(renewal["last_error"].is_string(), "{h}");
     assert_eq!(
         served_leaf(gw.addr.port()).as_deref(),
         Some(first_leaf.as_str())
@@ -414,6 +422,12 @@ fn the_device_certificate_renews_over_est_and_serves_on_while_the_ca_is_away() {
     );
     assert_eq!(gw.pid(), pid, "the daemon restarted");
     assert_eq!(fleet.issued(), 1);
+    let h: Value = api.get("/api/v1/health").json().unwrap();
+    assert_eq!(h["device_certificate"]["renewal"]["failures"], 0, "{h}");
+    assert_eq!(
+        h["device_certificate"]["sha256"], renewed[0]["details"]["new_sha256"],
+        "{h}"
+    );
     // The upstream bridge took the renewed certificate too, and reconnected with it.
     assert_eq!(renewed[0]["details"]["in_force_on"], "api,mqtt,upstream");
     let reloaded = events_where(
