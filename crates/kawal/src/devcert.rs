@@ -496,14 +496,22 @@ impl Watch {
                 });
             match written {
                 Ok(()) => {
-                    r.schedule.succeeded();
-                    r.last_error = None;
-                    tracing::info!(url = %r.settings.est_url, "device certificate renewed over EST");
+                    let before = self.facts.as_ref().map(|f| f.sha256.clone());
                     self.check_file("est");
+                    if self.facts.as_ref().map(|f| f.sha256.clone()) == before {
+                        // Written but refused when put in force (certificate.refused says
+                        // why): back off as after a failure rather than ask again each minute.
+                        r.schedule.failed(&r.settings, mono, renew::jitter());
+                        r.last_error =
+                            Some("the renewed certificate was not put in force".to_owned());
+                    } else {
+                        r.schedule.succeeded();
+                        r.last_error = None;
+                        tracing::info!(url = %r.settings.est_url, "device certificate renewed over EST");
+                    }
                 }
                 Err(reason) => {
-                    let jitter = kawal_crypto::rng::array::<8>().map_or(0, u64::from_be_bytes);
-                    let wait = r.schedule.failed(&r.settings, mono, jitter);
+                    let wait = r.schedule.failed(&r.settings, mono, renew::jitter());
                     tracing::warn!(
                         url = %r.settings.est_url,
                         %reason,

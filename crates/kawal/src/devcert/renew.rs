@@ -47,6 +47,12 @@ pub fn renew_from(not_before: i64, not_after: i64, at_percent: u8) -> i64 {
     not_before.saturating_add(lifetime.saturating_mul(i64::from(at_percent)) / 100)
 }
 
+/// A random number for [`Schedule::failed`].
+#[must_use]
+pub fn jitter() -> u64 {
+    kawal_crypto::rng::array::<8>().map_or(0, u64::from_be_bytes)
+}
+
 /// When to try next: after failures, a monotonic deadline with exponential back-off.
 #[derive(Debug, Default, Clone)]
 pub struct Schedule {
