@@ -106,32 +106,7 @@ impl Mosquitto {
         std::fs::create_dir_all(dir).unwrap();
         let ca = dir.join("clients-ca.pem");
         std::fs::write(&ca, client_cas_pem).unwrap();
-        let conf = format!(
-            "# Benchmark-only upstream (loopback, throw-away PKI).\n\
-             # Tests may run as root: stay root so the files in the temp folder stay readable.\n\
-             user root\n\
-             per_listener_settings false\n\
-             allow_anonymous false\n\
-             persistence true\n\
-             persistence_location {d}/\n\
-             max_queued_messages 0\n\
-             max_queued_bytes 0\n\
-             max_inflight_messages 0\n\
-             set_tcp_nodelay true\n\
-             log_dest file {d}/mosquitto.log\n\
-             log_type error\n\
-             log_type warning\n\
-             listener {port} 127.0.0.1\n\
-             cafile {ca}\n\
-             certfile {cert}\n\
-             keyfile {key}\n\
-             require_certificate true\n\
-             use_identity_as_username true\n",
-            d = d(dir),
-            ca = d(&ca),
-            cert = d(&server.cert),
-            key = d(&server.key),
-        );
+        let conf = mtls_conf(dir, port, &ca, server, None);
         Self::launch(dir, port, &conf)
     }
 
@@ -211,13 +186,27 @@ fn sensor_facing_conf(
         rules.push_str(&format!("user {r}\ntopic read kawal/+/up/#\n"));
     }
     std::fs::write(&acl, rules).unwrap();
+    mtls_conf(dir, port, &ca, server, Some(&acl))
+}
+
+/// A mutual-TLS listener on 127.0.0.1:`port` for clients of the CAs in `client_ca`, the user
+/// name from the certificate, no queue or in-flight limits, no Nagle delay, persistence in
+/// `dir`; with `acl`, that ACL file.
+fn mtls_conf(
+    dir: &Path,
+    port: u16,
+    client_ca: &Path,
+    server: &ServerPki,
+    acl: Option<&Path>,
+) -> String {
+    let acl = acl.map_or(String::new(), |a| format!("acl_file {}\n", d(a)));
     format!(
         "# Benchmark-only configuration (loopback, throw-away server PKI).\n\
          # Tests may run as root: stay root so the files in the temp folder stay readable.\n\
          user root\n\
          per_listener_settings false\n\
          allow_anonymous false\n\
-         acl_file {acl}\n\
+         {acl}\
          persistence true\n\
          persistence_location {d}/\n\
          max_queued_messages 0\n\
@@ -234,9 +223,8 @@ fn sensor_facing_conf(
          keyfile {key}\n\
          require_certificate true\n\
          use_identity_as_username true\n",
-        acl = d(&acl),
         d = d(dir),
-        ca = d(&ca),
+        ca = d(client_ca),
         cert = d(&server.cert),
         key = d(&server.key),
     )
