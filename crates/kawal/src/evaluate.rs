@@ -74,6 +74,13 @@ pub fn gather(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Resu
                     *events.entry(format!("{}/{v}", e.event)).or_insert(0) += 1;
                 }
             }
+            // A flood-control summary stands for `count` events not written one by one.
+            if e.event.ends_with(".events-suppressed")
+                && let Some(kawal_audit::Value::Int(n)) = e.details.get("count")
+            {
+                *events.entry(format!("{}/count", e.event)).or_insert(0) +=
+                    u64::try_from(*n).unwrap_or(0);
+            }
             *events.entry(e.event).or_insert(0) += 1;
         }
     }

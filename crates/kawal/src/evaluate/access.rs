@@ -155,7 +155,8 @@ pub fn findings(
             .evidence("password checks", format!("Argon2id on {} worker(s) with a queue of {}; excess attempts are refused at once", auth.verify_workers.max(1), auth.verify_queue))
             .evidence("locked now", if a.locked.is_empty() { "none".to_owned() } else { a.locked.join(", ") })
             .evidence("recovery", "a locked admin is unlocked at the device with 'kawal recover unlock' (README)")
-            .evidence("events", count(events, &["login.failed", "login.refused", "account.locked", "account.unlocked"]))
+            .evidence("events", count(events, &["login.failed", "login.refused", "account.locked", "account.unlocked", "api.events-suppressed/count"]))
+            .evidence("flood control", "refusals a source can cause at will (penalised or busy logins, cross-site requests, wrong enrolment tokens) are written one by one for the first 10 per source a minute; the rest are counted into one api.events-suppressed summary (api.events-suppressed/count above)")
             .reason_if(loose, "the lockout is configured too loosely to limit guessing (threshold above 10 or more than 1,000 failures a day)"),
     );
 
