@@ -13,16 +13,22 @@
 //! # Group commit
 //! [`Uplink::submit`] hands messages to one writer thread. It takes every message waiting
 //! (up to [`QueueSettings::commit_max_messages`] / [`QueueSettings::commit_max_bytes`]) and
-//! writes them with one [`Store::put_many`] (one transaction, one sync), then answers all
-//! their publishers. While one batch syncs, the next one gathers, so the number of syncs
-//! follows the disk's speed, not the message rate.
+//! writes their QoS 1 messages as **one record** with one [`Store::put_many`] (one
+//! transaction, one seal, one sync), then answers all their publishers. While one batch
+//! syncs, the next one gathers, so the number of syncs follows the disk's speed, not the
+//! message rate. One record per batch, not one per message, because record names are keyed
+//! hashes: thousands of inserts per commit would touch pages all over the store's B-tree.
 //!
 //! # Store layout
 //! Table `uplink-queue` (a [`Table::data`] table: values sealed under the store-data key,
 //! record keys stored as keyed hashes):
-//! - `m:<seq as 20 decimal digits>` → one message, in the binary form of [`encode`]:
-//!   `version (1) | seq (u64 BE) | enqueued_at ms (u64 BE) | uid len (u16 BE) | uid |
-//!   topic len (u16 BE) | topic | payload`.
+//! - `b:<first seq as 20 decimal digits>` → the QoS 1 messages of one batch, in seq order,
+//!   in the form of [`encode_batch`]: `version (2) | count (u32 BE) | count × (len (u32 BE)
+//!   | message)`, each message in the form of [`encode`]: `version (1) | seq (u64 BE) |
+//!   enqueued_at ms (u64 BE) | uid len (u16 BE) | uid | topic len (u16 BE) | topic |
+//!   payload`.
+//! - `m:<seq as 20 decimal digits>` → one message in the form of [`encode`] (written by
+//!   earlier versions; still read).
 //! - `next-seq` → the next sequence number (u64 BE), rewritten in every batch so that
 //!   sequence numbers never repeat, even once the queue has been emptied.
 //!
@@ -31,10 +37,11 @@
 //! dropped first and counted.
 //!
 //! # Deleting
-//! kawal-store has no batched delete yet, so acknowledged records are deleted one
-//! transaction each, on a separate thread, behind the acknowledgement: memory and the byte
-//! budget are freed at once, the disk a little later. A crash in between only means those
-//! messages are sent again after the restart (at least once).
+//! A batch record is deleted once the upstream has acknowledged every message in it, on a
+//! separate thread, behind the acknowledgement (one transaction for all the records
+//! released since the last one): memory and the byte budget are freed at once, the disk a
+//! little later. A crash in between, or while a batch is only partly acknowledged, only
+//! means those messages are sent again after the restart (at least once).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -54,10 +61,14 @@ use crate::{Message, Uplink, UplinkRefusal};
 pub const TABLE: Table = Table::data("uplink-queue");
 /// The record holding the next sequence number.
 const NEXT_SEQ_KEY: &str = "next-seq";
-/// Prefix of message records.
+/// Prefix of single-message records (earlier versions).
 const MSG_PREFIX: &str = "m:";
-/// Version byte of the message record format.
+/// Prefix of batch records.
+const BATCH_PREFIX: &str = "b:";
+/// Version byte of the message format.
 const RECORD_VERSION: u8 = 1;
+/// Version byte of the batch record format.
+const BATCH_VERSION: u8 = 2;
 /// Bytes counted per message on top of uid, topic and payload (record header, sealing,
 /// index): keeps tiny messages from escaping the byte budget.
 pub const OVERHEAD: u64 = 64;
@@ -232,7 +243,7 @@ pub struct QueueStats {
     pub total_out: u64,
     /// Write transactions committed (each holds one batch of messages).
     pub commits: u64,
-    /// Acknowledged records not yet deleted from the store.
+    /// Store records whose messages are all acknowledged, not yet deleted.
     pub deletes_pending: u64,
 }
 
@@ -257,6 +268,58 @@ fn now_ms() -> u64 {
 
 fn record_key(seq: u64) -> String {
     format!("{MSG_PREFIX}{seq:020}")
+}
+
+fn batch_key(first: u64) -> String {
+    format!("{BATCH_PREFIX}{first:020}")
+}
+
+/// The stored form of a batch of QoS 1 messages (see the module docs); `None` if a uid or
+/// topic is too long for the format.
+pub fn encode_batch<'a>(msgs: impl IntoIterator<Item = &'a Queued>) -> Option<Vec<u8>> {
+    let mut out = vec![BATCH_VERSION, 0, 0, 0, 0];
+    let mut count = 0u32;
+    for q in msgs {
+        let m = encode(q)?;
+        out.extend_from_slice(&u32::try_from(m.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(&m);
+        count = count.checked_add(1)?;
+    }
+    out[1..5].copy_from_slice(&count.to_be_bytes());
+    Some(out)
+}
+
+/// Reads what [`encode_batch`] wrote: at least one message, in strictly increasing seq order.
+pub fn decode_batch(raw: &[u8]) -> Result<Vec<Queued>, &'static str> {
+    let (head, mut rest) = raw.split_at_checked(5).ok_or("truncated")?;
+    if head[0] != BATCH_VERSION {
+        return Err("unknown record version");
+    }
+    let count = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    if count == 0 {
+        return Err("empty batch");
+    }
+    // Each message takes at least 4 + 21 bytes: a count beyond that is a lie, not an
+    // allocation to make.
+    if u64::from(count) * 25 > rest.len() as u64 {
+        return Err("truncated");
+    }
+    let mut out: Vec<Queued> = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (len, tail) = rest.split_at_checked(4).ok_or("truncated")?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let (m, tail) = tail.split_at_checked(len).ok_or("truncated")?;
+        let q = decode(m)?;
+        if out.last().is_some_and(|prev| prev.seq >= q.seq) {
+            return Err("sequence numbers out of order");
+        }
+        out.push(q);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(out)
 }
 
 /// The stored form of a message (see the module docs).
@@ -327,10 +390,21 @@ struct Pending {
     reply: Option<Reply>,
 }
 
+/// A stored record and how many of its messages still wait for the upstream.
+struct Record {
+    /// A batch record, or a single-message record of an earlier version.
+    batch: bool,
+    outstanding: u32,
+}
+
 #[derive(Default)]
 struct State {
     /// Everything not yet acknowledged upstream, by seq.
     msgs: BTreeMap<u64, Queued>,
+    /// The store records holding `msgs`' QoS 1 messages, by their first seq. A record covers
+    /// the seqs from its first up to the next record's first, so a message's record is the
+    /// last one starting at or before its seq.
+    records: BTreeMap<u64, Record>,
     /// Bytes of stored messages in `msgs` plus QoS 1 messages being written.
     bytes: u64,
     /// Seqs of QoS 0 messages, oldest first (may hold seqs already acknowledged).
@@ -412,7 +486,7 @@ impl Shared {
 pub struct Queue {
     shared: Arc<Shared>,
     writer_tx: Option<mpsc::Sender<Pending>>,
-    deleter_tx: Option<mpsc::Sender<Vec<u64>>>,
+    deleter_tx: Option<mpsc::Sender<Vec<String>>>,
     writer: Option<JoinHandle<()>>,
     deleter: Option<JoinHandle<()>>,
 }
@@ -445,6 +519,7 @@ impl Queue {
         }
         let mut state = State::default();
         let mut next_seq = 1u64;
+        let mut spans = Vec::new();
         for (key, value) in store.list(TABLE)? {
             if key == NEXT_SEQ_KEY {
                 let b: [u8; 8] = value[..].try_into().map_err(|_| Error::Corrupt {
@@ -454,19 +529,49 @@ impl Queue {
                 next_seq = next_seq.max(u64::from_be_bytes(b));
                 continue;
             }
-            let q = decode(&value).map_err(|reason| Error::Corrupt {
+            let corrupt = |reason| Error::Corrupt {
                 key: key.clone(),
                 reason,
-            })?;
-            if key != record_key(q.seq) {
-                return Err(Error::Corrupt {
-                    key,
-                    reason: "key and sequence number differ",
-                });
+            };
+            let (batch, msgs) = if key.starts_with(BATCH_PREFIX) {
+                (true, decode_batch(&value).map_err(corrupt)?)
+            } else {
+                (false, vec![decode(&value).map_err(corrupt)?])
+            };
+            // Non-empty: decode_batch refuses an empty batch.
+            let first = msgs[0].seq;
+            let expected = if batch {
+                batch_key(first)
+            } else {
+                record_key(first)
+            };
+            if key != expected {
+                return Err(corrupt("key and sequence number differ"));
             }
-            next_seq = next_seq.max(q.seq.saturating_add(1));
-            state.bytes += size_of(&q);
-            state.msgs.insert(q.seq, q);
+            let outstanding = u32::try_from(msgs.len()).map_err(|_| corrupt("too many"))?;
+            spans.push((first, msgs[msgs.len() - 1].seq, key.clone()));
+            if state
+                .records
+                .insert(first, Record { batch, outstanding })
+                .is_some()
+            {
+                return Err(corrupt("two records start at the same sequence number"));
+            }
+            for q in msgs {
+                next_seq = next_seq.max(q.seq.saturating_add(1));
+                state.bytes += size_of(&q);
+                if state.msgs.insert(q.seq, q).is_some() {
+                    return Err(corrupt("a sequence number is stored twice"));
+                }
+            }
+        }
+        // A message's record is found by its seq, so records must not interleave.
+        spans.sort_unstable();
+        if let Some(w) = spans.windows(2).find(|w| w[0].1 >= w[1].0) {
+            return Err(Error::Corrupt {
+                key: w[1].2.clone(),
+                reason: "records overlap",
+            });
         }
         if !state.msgs.is_empty() {
             tracing::info!(
@@ -608,7 +713,7 @@ impl Queue {
                     st.qos0_bytes = st.qos0_bytes.saturating_sub(size_of(&q));
                 } else {
                     st.bytes = st.bytes.saturating_sub(size_of(&q));
-                    stored.push(q.seq);
+                    stored.extend(release(&mut st, q.seq));
                 }
             }
             prune_qos0(&mut st);
@@ -630,16 +735,16 @@ impl Queue {
         self.ack(&seqs);
     }
 
-    fn delete(&self, seqs: Vec<u64>) {
-        if seqs.is_empty() {
+    fn delete(&self, keys: Vec<String>) {
+        if keys.is_empty() {
             return;
         }
-        let n = seqs.len() as u64;
+        let n = keys.len() as u64;
         self.shared.deletes_pending.fetch_add(n, Ordering::Relaxed);
         if self
             .deleter_tx
             .as_ref()
-            .is_none_or(|tx| tx.send(seqs).is_err())
+            .is_none_or(|tx| tx.send(keys).is_err())
         {
             // The deleter is gone (only at shutdown): the records stay and are sent again
             // after the restart.
@@ -647,11 +752,12 @@ impl Queue {
         }
     }
 
-    /// Makes room for `size` more bytes under [`FullPolicy::DropOldest`]; false if even
-    /// dropping every stored message would not do.
-    fn drop_oldest(&self, st: &mut State, size: u64) -> Vec<u64> {
+    /// Makes room for `size` more bytes under [`FullPolicy::DropOldest`]; returns the
+    /// records left empty, for deletion.
+    fn drop_oldest(&self, st: &mut State, size: u64) -> Vec<String> {
         let max = self.shared.settings.max_bytes;
-        let mut dropped = Vec::new();
+        let mut dropped = 0usize;
+        let mut emptied = Vec::new();
         while st.bytes + size > max {
             let Some(seq) = st.msgs.iter().find(|(_, q)| q.qos != 0).map(|(s, _)| *s) else {
                 break;
@@ -659,17 +765,35 @@ impl Queue {
             if let Some(q) = st.msgs.remove(&seq) {
                 st.bytes = st.bytes.saturating_sub(size_of(&q));
                 st.stats.dropped_full += 1;
-                dropped.push(seq);
+                dropped += 1;
+                emptied.extend(release(st, seq));
             }
         }
-        if !dropped.is_empty() {
+        if dropped > 0 {
             tracing::warn!(
-                dropped = dropped.len(),
+                dropped,
                 "uplink queue full: oldest stored messages deleted unsent (policy drop-oldest)"
             );
         }
-        dropped
+        emptied
     }
+}
+
+/// Counts the stored message `seq` as gone from its record; returns the record's key once
+/// none of its messages is left, for deletion.
+fn release(st: &mut State, seq: u64) -> Option<String> {
+    let (&first, record) = st.records.range_mut(..=seq).next_back()?;
+    record.outstanding = record.outstanding.saturating_sub(1);
+    if record.outstanding > 0 {
+        return None;
+    }
+    let batch = record.batch;
+    st.records.remove(&first);
+    Some(if batch {
+        batch_key(first)
+    } else {
+        record_key(first)
+    })
 }
 
 /// Drops acknowledged seqs from the front of the QoS 0 list and compacts it when it holds
@@ -803,36 +927,29 @@ fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, mut next_seq: u64) 
     }
 }
 
-/// Stores the QoS 1 messages of a batch in one transaction.
+/// Stores the QoS 1 messages of a batch as one record in one transaction.
 fn write_batch(shared: &Shared, items: &[Item], next_seq: u64) -> Result<(), UplinkRefusal> {
-    let mut keys = Vec::new();
-    let mut values = Vec::new();
-    for (q, _, _) in items.iter().filter(|(q, _, _)| q.qos != 0) {
-        // The broker caps topics and uids far below 64 KiB; a longer one cannot be stored.
-        let Some(v) = encode(q) else {
-            tracing::error!(uid = %q.uid, "uplink message with an over-long uid or topic");
-            return Err(UplinkRefusal::Store);
-        };
-        keys.push(record_key(q.seq));
-        values.push(v);
-    }
-    if keys.is_empty() {
+    let stored = || items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
+    let Some(first) = stored().next() else {
         return Ok(());
-    }
+    };
+    // The broker caps topics and uids far below 64 KiB; a longer one cannot be stored.
+    let Some(value) = encode_batch(stored()) else {
+        tracing::error!(uid = %first.uid, "uplink message with an over-long uid or topic");
+        return Err(UplinkRefusal::Store);
+    };
+    let key = batch_key(first.seq);
     let next = next_seq.to_be_bytes();
-    let mut records: Vec<(&str, &[u8])> = keys
-        .iter()
-        .map(String::as_str)
-        .zip(values.iter().map(Vec::as_slice))
-        .collect();
-    records.push((NEXT_SEQ_KEY, &next));
-    match shared.store.put_many(TABLE, &records) {
+    match shared
+        .store
+        .put_many(TABLE, &[(key.as_str(), &value), (NEXT_SEQ_KEY, &next)])
+    {
         Ok(()) => {
             shared.lock().stats.commits += 1;
             Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, messages = keys.len(), "uplink queue could not store messages");
+            tracing::error!(error = %e, messages = stored().count(), "uplink queue could not store messages");
             Err(UplinkRefusal::Store)
         }
     }
@@ -843,6 +960,20 @@ fn finish_batch(shared: &Shared, items: Vec<Item>, written: Result<(), UplinkRef
     let mut replies = Vec::with_capacity(items.len());
     let change = {
         let mut st = shared.lock();
+        if written.is_ok() {
+            let mut stored = items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
+            if let Some(first) = stored.next() {
+                // At most commit-max-messages, far below u32::MAX.
+                let outstanding = u32::try_from(stored.count() + 1).unwrap_or(u32::MAX);
+                st.records.insert(
+                    first.seq,
+                    Record {
+                        batch: true,
+                        outstanding,
+                    },
+                );
+            }
+        }
         for (q, size, reply) in items {
             if q.qos != 0 && written.is_err() {
                 st.bytes = st.bytes.saturating_sub(size);
@@ -902,20 +1033,19 @@ fn bound_qos0(shared: &Shared, st: &mut State) {
     }
 }
 
-fn run_deleter(shared: &Shared, rx: &mpsc::Receiver<Vec<u64>>) {
-    while let Ok(mut seqs) = rx.recv() {
+fn run_deleter(shared: &Shared, rx: &mpsc::Receiver<Vec<String>>) {
+    while let Ok(mut keys) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
-            seqs.extend(more);
+            keys.extend(more);
         }
-        // One transaction for everything acknowledged since the last one.
-        let keys: Vec<String> = seqs.iter().map(|s| record_key(*s)).collect();
+        // One transaction for every record released since the last one.
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         if let Err(e) = shared.store.delete_many(TABLE, &refs) {
             tracing::warn!(error = %e, count = refs.len(), "uplink queue could not delete acknowledged messages");
         }
         shared
             .deletes_pending
-            .fetch_sub(seqs.len() as u64, Ordering::Relaxed);
+            .fetch_sub(keys.len() as u64, Ordering::Relaxed);
     }
 }
 
