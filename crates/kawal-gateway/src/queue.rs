@@ -16,7 +16,9 @@
 //! writes their QoS 1 messages as **one record** with one [`Store::put_many`] (one
 //! transaction, one seal, one sync), then answers all their publishers. While one batch
 //! syncs, the next one gathers, so the number of syncs follows the disk's speed, not the
-//! message rate. One record per batch, not one per message, because record names are keyed
+//! message rate. A batch is handed to the bridge as its write begins, so forwarding does
+//! not wait for the disk; an upstream PUBACK that arrives before the commit only marks the
+//! messages done, and the writer deletes the record once it is on disk. One record per batch, not one per message, because record names are keyed
 //! hashes: thousands of inserts per commit would touch pages all over the store's B-tree.
 //!
 //! # Store layout
@@ -395,6 +397,8 @@ struct Record {
     /// A batch record, or a single-message record of an earlier version.
     batch: bool,
     outstanding: u32,
+    /// Whether its transaction has committed (messages reach the bridge before).
+    written: bool,
 }
 
 #[derive(Default)]
@@ -550,11 +554,12 @@ impl Queue {
             }
             let outstanding = u32::try_from(msgs.len()).map_err(|_| corrupt("too many"))?;
             spans.push((first, msgs[msgs.len() - 1].seq, key.clone()));
-            if state
-                .records
-                .insert(first, Record { batch, outstanding })
-                .is_some()
-            {
+            let record = Record {
+                batch,
+                outstanding,
+                written: true,
+            };
+            if state.records.insert(first, record).is_some() {
                 return Err(corrupt("two records start at the same sequence number"));
             }
             for q in msgs {
@@ -600,9 +605,11 @@ impl Queue {
         let (writer_tx, writer_rx) = mpsc::channel();
         let (deleter_tx, deleter_rx) = mpsc::channel();
         let w = Arc::clone(&shared);
+        // The writer holds a sender of its own: the deleter ends once both have gone.
+        let w_deleter = deleter_tx.clone();
         let writer = std::thread::Builder::new()
             .name("kawal-uplink-writer".into())
-            .spawn(move || run_writer(&w, &writer_rx, next_seq))
+            .spawn(move || run_writer(&w, &writer_rx, &w_deleter, next_seq))
             .map_err(Error::Spawn)?;
         let d = Arc::clone(&shared);
         let deleter = std::thread::Builder::new()
@@ -736,20 +743,7 @@ impl Queue {
     }
 
     fn delete(&self, keys: Vec<String>) {
-        if keys.is_empty() {
-            return;
-        }
-        let n = keys.len() as u64;
-        self.shared.deletes_pending.fetch_add(n, Ordering::Relaxed);
-        if self
-            .deleter_tx
-            .as_ref()
-            .is_none_or(|tx| tx.send(keys).is_err())
-        {
-            // The deleter is gone (only at shutdown): the records stay and are sent again
-            // after the restart.
-            self.shared.deletes_pending.fetch_sub(n, Ordering::Relaxed);
-        }
+        request_delete(&self.shared, self.deleter_tx.as_ref(), keys);
     }
 
     /// Makes room for `size` more bytes under [`FullPolicy::DropOldest`]; returns the
@@ -779,12 +773,27 @@ impl Queue {
     }
 }
 
+/// Asks the deleter thread to delete `keys`.
+fn request_delete(shared: &Shared, deleter: Option<&mpsc::Sender<Vec<String>>>, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    let n = keys.len() as u64;
+    shared.deletes_pending.fetch_add(n, Ordering::Relaxed);
+    if deleter.is_none_or(|tx| tx.send(keys).is_err()) {
+        // The deleter is gone (only at shutdown): the records stay and are sent again after
+        // the restart.
+        shared.deletes_pending.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 /// Counts the stored message `seq` as gone from its record; returns the record's key once
 /// none of its messages is left, for deletion.
 fn release(st: &mut State, seq: u64) -> Option<String> {
     let (&first, record) = st.records.range_mut(..=seq).next_back()?;
     record.outstanding = record.outstanding.saturating_sub(1);
-    if record.outstanding > 0 {
+    // A record still being written is deleted by the writer once it is on disk.
+    if record.outstanding > 0 || !record.written {
         return None;
     }
     let batch = record.batch;
@@ -893,7 +902,12 @@ impl Uplink for Queue {
     }
 }
 
-fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, mut next_seq: u64) {
+fn run_writer(
+    shared: &Shared,
+    rx: &mpsc::Receiver<Pending>,
+    deleter: &mpsc::Sender<Vec<String>>,
+    mut next_seq: u64,
+) {
     let settings = &shared.settings;
     while let Ok(first) = rx.recv() {
         let mut batch_bytes = first.size;
@@ -922,66 +936,93 @@ fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, mut next_seq: u64) 
             next_seq += 1;
             items.push((q, p.size, p.reply));
         }
-        let written = write_batch(shared, &items, next_seq);
-        finish_batch(shared, items, written);
+        let value = encode_stored(&items);
+        let answers = publish_batch(shared, items);
+        let written = match value {
+            Ok(Some((first, value))) => write_batch(shared, first, &value, next_seq),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        finish_batch(shared, deleter, answers, written);
     }
 }
 
-/// Stores the QoS 1 messages of a batch as one record in one transaction.
-fn write_batch(shared: &Shared, items: &[Item], next_seq: u64) -> Result<(), UplinkRefusal> {
+/// The batch record of the QoS 1 messages among `items` and its first seq; `None` if there
+/// are none.
+fn encode_stored(items: &[Item]) -> Result<Option<(u64, Vec<u8>)>, UplinkRefusal> {
     let stored = || items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
     let Some(first) = stored().next() else {
-        return Ok(());
+        return Ok(None);
     };
     // The broker caps topics and uids far below 64 KiB; a longer one cannot be stored.
     let Some(value) = encode_batch(stored()) else {
         tracing::error!(uid = %first.uid, "uplink message with an over-long uid or topic");
         return Err(UplinkRefusal::Store);
     };
-    let key = batch_key(first.seq);
+    Ok(Some((first.seq, value)))
+}
+
+/// Stores a batch record in one transaction.
+fn write_batch(
+    shared: &Shared,
+    first: u64,
+    value: &[u8],
+    next_seq: u64,
+) -> Result<(), UplinkRefusal> {
+    let key = batch_key(first);
     let next = next_seq.to_be_bytes();
     match shared
         .store
-        .put_many(TABLE, &[(key.as_str(), &value), (NEXT_SEQ_KEY, &next)])
+        .put_many(TABLE, &[(key.as_str(), value), (NEXT_SEQ_KEY, &next)])
     {
         Ok(()) => {
             shared.lock().stats.commits += 1;
             Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, messages = stored().count(), "uplink queue could not store messages");
+            tracing::error!(error = %e, "uplink queue could not store messages");
             Err(UplinkRefusal::Store)
         }
     }
 }
 
-/// Publishes a written batch to the bridge and answers its publishers.
-fn finish_batch(shared: &Shared, items: Vec<Item>, written: Result<(), UplinkRefusal>) {
-    let mut replies = Vec::with_capacity(items.len());
-    let change = {
+/// What [`finish_batch`] needs of a message once it has been handed to the bridge.
+struct Answer {
+    seq: u64,
+    size: u64,
+    qos: u8,
+    reply: Option<Reply>,
+}
+
+/// Hands a batch to the bridge before it is written, so forwarding does not wait for the
+/// disk. Nothing is lost by it: a publisher hears `Ok` only once the batch is written
+/// ([`finish_batch`]), and a record is deleted only once written and fully acknowledged. If
+/// the write fails, the publisher is refused and sends again, so the upstream may see the
+/// message twice (at least once).
+fn publish_batch(shared: &Shared, items: Vec<Item>) -> Vec<Answer> {
+    let mut answers = Vec::with_capacity(items.len());
+    {
         let mut st = shared.lock();
-        if written.is_ok() {
-            let mut stored = items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
-            if let Some(first) = stored.next() {
-                // At most commit-max-messages, far below u32::MAX.
-                let outstanding = u32::try_from(stored.count() + 1).unwrap_or(u32::MAX);
-                st.records.insert(
-                    first.seq,
-                    Record {
-                        batch: true,
-                        outstanding,
-                    },
-                );
-            }
+        let mut stored = items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
+        if let Some(first) = stored.next() {
+            // At most commit-max-messages, far below u32::MAX.
+            let outstanding = u32::try_from(stored.count() + 1).unwrap_or(u32::MAX);
+            st.records.insert(
+                first.seq,
+                Record {
+                    batch: true,
+                    outstanding,
+                    written: false,
+                },
+            );
         }
         for (q, size, reply) in items {
-            if q.qos != 0 && written.is_err() {
-                st.bytes = st.bytes.saturating_sub(size);
-                st.stats.store_errors += 1;
-                replies.push((reply, written));
-                continue;
-            }
-            st.stats.total_in += 1;
+            answers.push(Answer {
+                seq: q.seq,
+                size,
+                qos: q.qos,
+                reply,
+            });
             if shared.settings.recent_len > 0 {
                 if st.recent.len() >= shared.settings.recent_len {
                     st.recent.pop_front();
@@ -1004,14 +1045,57 @@ fn finish_batch(shared: &Shared, items: Vec<Item>, written: Result<(), UplinkRef
             } else {
                 st.msgs.insert(q.seq, q);
             }
-            replies.push((reply, Ok(())));
+        }
+    }
+    shared.added.notify_waiters();
+    answers
+}
+
+/// Settles a batch once its write ended: answers its publishers, and deletes its record if
+/// the upstream already acknowledged all of it.
+fn finish_batch(
+    shared: &Shared,
+    deleter: &mpsc::Sender<Vec<String>>,
+    answers: Vec<Answer>,
+    written: Result<(), UplinkRefusal>,
+) {
+    let first_stored = answers.iter().find(|a| a.qos != 0).map(|a| a.seq);
+    let mut release = None;
+    let change = {
+        let mut st = shared.lock();
+        if let Some(first) = first_stored {
+            if written.is_ok() {
+                if let Some(record) = st.records.get_mut(&first) {
+                    record.written = true;
+                    if record.outstanding == 0 {
+                        st.records.remove(&first);
+                        release = Some(batch_key(first));
+                    }
+                }
+            } else {
+                // Never on disk: nothing to delete, and nothing to send any more.
+                st.records.remove(&first);
+            }
+        }
+        for a in &answers {
+            if a.qos != 0 && written.is_err() {
+                if st.msgs.remove(&a.seq).is_some() {
+                    st.bytes = st.bytes.saturating_sub(a.size);
+                }
+                st.stats.store_errors += 1;
+            } else {
+                st.stats.total_in += 1;
+            }
         }
         shared.check_alarm(&mut st)
     };
     shared.tell(change);
-    shared.added.notify_waiters();
-    for (reply, result) in replies {
-        if let Some(reply) = reply {
+    if let Some(key) = release {
+        request_delete(shared, Some(deleter), vec![key]);
+    }
+    for a in answers {
+        if let Some(reply) = a.reply {
+            let result = if a.qos != 0 { written } else { Ok(()) };
             // The publisher may have gone; the message is stored either way.
             let _ = reply.send(result);
         }

@@ -322,6 +322,51 @@ async fn ack_deletes_from_the_store() {
     assert_eq!(q.stats().total_out, 9);
 }
 
+/// G045: DS-1-2 — upstream acknowledgements that race the commit (the bridge sees a batch
+/// as its write begins) still leave the store empty once everything is acknowledged, and
+/// every publisher hears `Ok` only after its batch is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_before_the_commit_still_delete_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(dir.path(), &keys());
+    let q = Queue::open(st.clone(), QueueSettings::default()).unwrap();
+    let bridge = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let mut after = 0;
+            let mut seen = 0;
+            while seen < 2000 {
+                let batch = q.next_batch(after, 64).await;
+                after = batch.last().unwrap().seq;
+                seen += batch.len();
+                q.ack(&batch.iter().map(|m| m.seq).collect::<Vec<_>>());
+            }
+        })
+    };
+    let publishers: Vec<_> = (0..20)
+        .map(|p| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    assert!(q.submit(msg(&format!("p{p}"), i, 1)).await.unwrap().is_ok());
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), bridge)
+        .await
+        .unwrap()
+        .unwrap();
+    wait_deletes(&q).await;
+    assert!(q.is_empty());
+    assert_eq!(q.stats().total_out, 2000);
+    assert!(stored_seqs(&st).is_empty(), "records left behind");
+    assert_eq!(st.list(TABLE).unwrap().len(), 1);
+}
+
 /// G045: DS-1-2 — after a crash, messages of a partly acknowledged batch come again (at
 /// least once), those of fully acknowledged batches do not, and records of earlier
 /// versions (one message each) are still read.
