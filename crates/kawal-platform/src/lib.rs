@@ -5,6 +5,9 @@
 //! - [`clock`]: the kernel clock and its synchronisation state (G045 PL-4-3).
 //! - [`selftest`]: the power-up self-test (G045 PL-3-4).
 //! - [`memory`]: large freed blocks go back to the kernel (an idle daemon stays small).
+//! - [`exposure`]: listening services and physical/debug interfaces, judged against a policy
+//!   and switched off on enforce (G045 PL-3-1, PH-1-1, PH-1-2).
+//! - [`integrity`]: the signed integrity manifest and its check of installed files (G045 PL-1-4).
 //!
 //! Files are read under a [`SysRoot`], so tests run against a fake `/sys`, `/proc` and `/etc`.
 //!
@@ -17,6 +20,8 @@
 use std::path::PathBuf;
 
 pub mod clock;
+pub mod exposure;
+pub mod integrity;
 pub mod memory;
 pub mod selftest;
 pub mod uid;
