@@ -17,7 +17,9 @@
 //! - [`chain`]: checkpoint signatures, trusted keys, anchors.
 //! - [`writer`]: [`AuditLog`], the durable writer with group commit.
 //! - [`verify()`]: the full check of a log; [`reader`]: filtered reading for display.
-//! - [`sink`]: delivery of durable batches to other destinations (syslog/TLS later).
+//! - [`sink`]: delivery of durable batches to other destinations.
+//! - [`forward`]: the remote collector over syslog on mutual TLS (RFC 5424/5425), resuming
+//!   from a durable cursor; [`verify_remote`] checks a collector's copy against the chain.
 //!
 //! Hashing and verification are plain functions over bytes; only [`writer`], [`reader`] and
 //! [`verify()`] touch files.
@@ -28,6 +30,7 @@ pub mod chain;
 pub mod details;
 pub mod entry;
 pub mod flood;
+pub mod forward;
 pub mod reader;
 pub mod sink;
 pub mod time;
@@ -42,6 +45,7 @@ pub use details::{Details, Value};
 pub use entry::{Checkpoint, Entry, EntryHash, Event, Outcome};
 pub use error::{Error, Result, TamperFinding};
 pub use flood::FloodControl;
+pub use forward::{ForwardConfig, ForwardError, ForwardStatus, Forwarder, verify_remote};
 pub use reader::{Entries, Filter, read_entries};
 pub use sink::{MemorySink, Sink, SinkError};
 pub use time::{Clock, ClockState, SystemClock, Timestamp, WallTime};
