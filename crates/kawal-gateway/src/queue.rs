@@ -16,9 +16,10 @@
 //! writes their QoS 1 messages as **one record** with one [`Store::put_many`] (one
 //! transaction, one seal, one sync), then answers all their publishers. While one batch
 //! syncs, the next one gathers, so the number of syncs follows the disk's speed, not the
-//! message rate. A batch is handed to the bridge as its write begins, so forwarding does
-//! not wait for the disk; an upstream PUBACK that arrives before the commit only marks the
-//! messages done, and the writer deletes the record once it is on disk. One record per batch, not one per message, because record names are keyed
+//! message rate. A message is visible to the bridge as soon as it is accepted, so
+//! forwarding does not wait for the disk (nor for the writer thread); an upstream PUBACK
+//! that arrives before the commit only marks the message done, and the writer deletes the
+//! record once it is on disk. One record per batch, not one per message, because record names are keyed
 //! hashes: thousands of inserts per commit would touch pages all over the store's B-tree.
 //!
 //! # Store layout
@@ -45,7 +46,7 @@
 //! little later. A crash in between, or while a batch is only partly acknowledged, only
 //! means those messages are sent again after the restart (at least once).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -380,16 +381,12 @@ pub fn decode(raw: &[u8]) -> Result<Queued, &'static str> {
 /// Where a QoS 1 publisher hears whether its message is stored.
 type Reply = oneshot::Sender<Result<(), UplinkRefusal>>;
 
-/// A message of a batch: itself, its counted size, its publisher's reply.
-type Item = (Queued, u64, Option<Reply>);
-
 /// A message on its way to the writer thread.
+/// A QoS 1 message on its way to the disk (already visible to the bridge).
 struct Pending {
-    msg: Message,
+    q: Queued,
     size: u64,
-    at: u64,
-    /// `None` for QoS 0 (answered at once).
-    reply: Option<Reply>,
+    reply: Reply,
 }
 
 /// A stored record and how many of its messages still wait for the upstream.
@@ -409,6 +406,13 @@ struct State {
     /// the seqs from its first up to the next record's first, so a message's record is the
     /// last one starting at or before its seq.
     records: BTreeMap<u64, Record>,
+    /// The next sequence number to hand out.
+    next_seq: u64,
+    /// Every seq below this is in a record or was never to be stored; at or above it, a
+    /// stored message is still on its way to the writer.
+    batched_below: u64,
+    /// Messages acknowledged upstream before the writer put them into a record.
+    early: BTreeSet<u64>,
     /// Bytes of stored messages in `msgs` plus QoS 1 messages being written.
     bytes: u64,
     /// Seqs of QoS 0 messages, oldest first (may hold seqs already acknowledged).
@@ -586,6 +590,8 @@ impl Queue {
             );
         }
         state.stats.max_bytes = settings.max_bytes;
+        state.next_seq = next_seq;
+        state.batched_below = next_seq;
         let recent_len = settings.recent_len;
         state.recent = VecDeque::with_capacity(recent_len.min(1024));
         let shared = Arc::new(Shared {
@@ -609,7 +615,7 @@ impl Queue {
         let w_deleter = deleter_tx.clone();
         let writer = std::thread::Builder::new()
             .name("kawal-uplink-writer".into())
-            .spawn(move || run_writer(&w, &writer_rx, &w_deleter, next_seq))
+            .spawn(move || run_writer(&w, &writer_rx, &w_deleter))
             .map_err(Error::Spawn)?;
         let d = Arc::clone(&shared);
         let deleter = std::thread::Builder::new()
@@ -790,6 +796,11 @@ fn request_delete(shared: &Shared, deleter: Option<&mpsc::Sender<Vec<String>>>, 
 /// Counts the stored message `seq` as gone from its record; returns the record's key once
 /// none of its messages is left, for deletion.
 fn release(st: &mut State, seq: u64) -> Option<String> {
+    if seq >= st.batched_below {
+        // The writer has not taken it yet: it counts it as done when it does.
+        st.early.insert(seq);
+        return None;
+    }
     let (&first, record) = st.records.range_mut(..=seq).next_back()?;
     record.outstanding = record.outstanding.saturating_sub(1);
     // A record still being written is deleted by the writer once it is on disk.
@@ -847,18 +858,9 @@ impl Uplink for Queue {
             let _ = tx.send(Err(UplinkRefusal::Store));
             return rx;
         };
-        if msg.qos == 0 {
-            let _ = tx.send(Ok(()));
-            // A closed writer only happens at shutdown; a QoS 0 message may be lost then.
-            let _ = writer.send(Pending {
-                msg,
-                size,
-                at,
-                reply: None,
-            });
-            return rx;
-        }
-        if msg.uid.len() > usize::from(u16::MAX) || msg.topic.len() > usize::from(u16::MAX) {
+        if msg.qos != 0
+            && (msg.uid.len() > usize::from(u16::MAX) || msg.topic.len() > usize::from(u16::MAX))
+        {
             // The broker's limits keep these far shorter; the record format cannot hold them.
             let _ = tx.send(Err(UplinkRefusal::Store));
             return rx;
@@ -867,47 +869,86 @@ impl Uplink for Queue {
         let change = {
             let mut st = self.shared.lock();
             let max = self.shared.settings.max_bytes;
-            if st.bytes + size > max && self.shared.settings.when_full == FullPolicy::DropOldest {
-                dropped = self.drop_oldest(&mut st, size);
+            if msg.qos != 0 {
+                if st.bytes + size > max && self.shared.settings.when_full == FullPolicy::DropOldest
+                {
+                    dropped = self.drop_oldest(&mut st, size);
+                }
+                if st.bytes + size > max {
+                    st.stats.refused_full += 1;
+                    drop(st);
+                    tracing::debug!(uid = %msg.uid, "uplink queue full: message refused");
+                    let _ = tx.send(Err(UplinkRefusal::Full));
+                    self.delete(dropped);
+                    return rx;
+                }
+                // Reserved now, so that messages on their way to the disk count too.
+                st.bytes += size;
             }
-            if st.bytes + size > max {
-                st.stats.refused_full += 1;
-                drop(st);
-                tracing::debug!(uid = %msg.uid, "uplink queue full: message refused");
-                let _ = tx.send(Err(UplinkRefusal::Full));
-                self.delete(dropped);
-                return rx;
+            let q = Queued {
+                seq: st.next_seq,
+                uid: msg.uid,
+                topic: msg.topic,
+                payload: msg.payload,
+                qos: u8::from(msg.qos != 0),
+                enqueued_at: at,
+            };
+            st.next_seq += 1;
+            remember(&self.shared, &mut st, &q);
+            if q.qos == 0 {
+                st.stats.total_in += 1;
+                st.qos0.push_back(q.seq);
+                st.qos0_count += 1;
+                st.qos0_bytes += size;
+                st.msgs.insert(q.seq, q);
+                bound_qos0(&self.shared, &mut st);
+                let _ = tx.send(Ok(()));
+            } else {
+                // The bridge may send it at once; the publisher hears `Ok` once the writer
+                // has it on disk. Sent under the lock, so the writer takes seqs in order.
+                let pending = Pending {
+                    q: q.clone(),
+                    size,
+                    reply: tx,
+                };
+                st.msgs.insert(q.seq, q);
+                if let Err(mpsc::SendError(p)) = writer.send(pending) {
+                    // The writer is gone (only at shutdown).
+                    st.msgs.remove(&p.q.seq);
+                    st.bytes = st.bytes.saturating_sub(size);
+                    st.stats.store_errors += 1;
+                    let _ = p.reply.send(Err(UplinkRefusal::Store));
+                }
             }
-            // Reserved now, so that messages on their way to the disk count too.
-            st.bytes += size;
             self.shared.check_alarm(&mut st)
         };
         self.shared.tell(change);
         self.delete(dropped);
-        if let Err(mpsc::SendError(p)) = writer.send(Pending {
-            msg,
-            size,
-            at,
-            reply: Some(tx),
-        }) {
-            let mut st = self.shared.lock();
-            st.bytes = st.bytes.saturating_sub(size);
-            st.stats.store_errors += 1;
-            drop(st);
-            if let Some(reply) = p.reply {
-                let _ = reply.send(Err(UplinkRefusal::Store));
-            }
-        }
+        self.shared.added.notify_waiters();
         rx
     }
 }
 
-fn run_writer(
-    shared: &Shared,
-    rx: &mpsc::Receiver<Pending>,
-    deleter: &mpsc::Sender<Vec<String>>,
-    mut next_seq: u64,
-) {
+/// Adds a message to the console's list of recent ones.
+fn remember(shared: &Shared, st: &mut State, q: &Queued) {
+    let len = shared.settings.recent_len;
+    if len == 0 {
+        return;
+    }
+    if st.recent.len() >= len {
+        st.recent.pop_front();
+    }
+    st.recent.push_back(Recent {
+        seq: q.seq,
+        uid: q.uid.clone(),
+        topic: q.topic.clone(),
+        size: q.payload.len(),
+        qos: q.qos,
+        at: q.enqueued_at,
+    });
+}
+
+fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, deleter: &mpsc::Sender<Vec<String>>) {
     let settings = &shared.settings;
     while let Ok(first) = rx.recv() {
         let mut batch_bytes = first.size;
@@ -923,43 +964,43 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        let mut items = Vec::with_capacity(batch.len());
-        for p in batch {
-            let q = Queued {
-                seq: next_seq,
-                uid: p.msg.uid,
-                topic: p.msg.topic,
-                payload: p.msg.payload,
-                qos: u8::from(p.msg.qos != 0),
-                enqueued_at: p.at,
-            };
-            next_seq += 1;
-            items.push((q, p.size, p.reply));
-        }
-        let value = encode_stored(&items);
-        let answers = publish_batch(shared, items);
+        // Non-empty: it holds `first`.
+        let value = encode_batch(batch.iter().map(|p| &p.q));
+        let first_seq = batch[0].q.seq;
+        let next_seq = register(shared, &batch);
         let written = match value {
-            Ok(Some((first, value))) => write_batch(shared, first, &value, next_seq),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
+            Some(value) => write_batch(shared, first_seq, &value, next_seq),
+            None => {
+                tracing::error!("uplink message with an over-long uid or topic");
+                Err(UplinkRefusal::Store)
+            }
         };
-        finish_batch(shared, deleter, answers, written);
+        finish_batch(shared, deleter, batch, written);
     }
 }
 
-/// The batch record of the QoS 1 messages among `items` and its first seq; `None` if there
-/// are none.
-fn encode_stored(items: &[Item]) -> Result<Option<(u64, Vec<u8>)>, UplinkRefusal> {
-    let stored = || items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
-    let Some(first) = stored().next() else {
-        return Ok(None);
-    };
-    // The broker caps topics and uids far below 64 KiB; a longer one cannot be stored.
-    let Some(value) = encode_batch(stored()) else {
-        tracing::error!(uid = %first.uid, "uplink message with an over-long uid or topic");
-        return Err(UplinkRefusal::Store);
-    };
-    Ok(Some((first.seq, value)))
+/// Makes a batch's record known before it is written, counting the messages the upstream
+/// already acknowledged; returns the next seq to persist.
+fn register(shared: &Shared, batch: &[Pending]) -> u64 {
+    let mut st = shared.lock();
+    let first = batch[0].q.seq;
+    let last = batch[batch.len() - 1].q.seq;
+    let mut outstanding = 0u32;
+    for p in batch {
+        if !st.early.remove(&p.q.seq) {
+            outstanding = outstanding.saturating_add(1);
+        }
+    }
+    st.records.insert(
+        first,
+        Record {
+            batch: true,
+            outstanding,
+            written: false,
+        },
+    );
+    st.batched_below = last + 1;
+    st.next_seq
 }
 
 /// Stores a batch record in one transaction.
@@ -986,105 +1027,39 @@ fn write_batch(
     }
 }
 
-/// What [`finish_batch`] needs of a message once it has been handed to the bridge.
-struct Answer {
-    seq: u64,
-    size: u64,
-    qos: u8,
-    reply: Option<Reply>,
-}
-
-/// Hands a batch to the bridge before it is written, so forwarding does not wait for the
-/// disk. Nothing is lost by it: a publisher hears `Ok` only once the batch is written
-/// ([`finish_batch`]), and a record is deleted only once written and fully acknowledged. If
-/// the write fails, the publisher is refused and sends again, so the upstream may see the
-/// message twice (at least once).
-fn publish_batch(shared: &Shared, items: Vec<Item>) -> Vec<Answer> {
-    let mut answers = Vec::with_capacity(items.len());
-    {
-        let mut st = shared.lock();
-        let mut stored = items.iter().map(|(q, _, _)| q).filter(|q| q.qos != 0);
-        if let Some(first) = stored.next() {
-            // At most commit-max-messages, far below u32::MAX.
-            let outstanding = u32::try_from(stored.count() + 1).unwrap_or(u32::MAX);
-            st.records.insert(
-                first.seq,
-                Record {
-                    batch: true,
-                    outstanding,
-                    written: false,
-                },
-            );
-        }
-        for (q, size, reply) in items {
-            answers.push(Answer {
-                seq: q.seq,
-                size,
-                qos: q.qos,
-                reply,
-            });
-            if shared.settings.recent_len > 0 {
-                if st.recent.len() >= shared.settings.recent_len {
-                    st.recent.pop_front();
-                }
-                st.recent.push_back(Recent {
-                    seq: q.seq,
-                    uid: q.uid.clone(),
-                    topic: q.topic.clone(),
-                    size: q.payload.len(),
-                    qos: q.qos,
-                    at: q.enqueued_at,
-                });
-            }
-            if q.qos == 0 {
-                st.qos0.push_back(q.seq);
-                st.qos0_count += 1;
-                st.qos0_bytes += size;
-                st.msgs.insert(q.seq, q);
-                bound_qos0(shared, &mut st);
-            } else {
-                st.msgs.insert(q.seq, q);
-            }
-        }
-    }
-    shared.added.notify_waiters();
-    answers
-}
-
 /// Settles a batch once its write ended: answers its publishers, and deletes its record if
-/// the upstream already acknowledged all of it.
+/// the upstream already acknowledged all of it. Messages reach the bridge before they are
+/// written (forwarding does not wait for the disk); nothing is lost by it: a publisher hears
+/// `Ok` only once its batch is written, and a record is deleted only once written and fully
+/// acknowledged. If the write fails, the publisher is refused and sends again, so the
+/// upstream may see the message twice (at least once).
 fn finish_batch(
     shared: &Shared,
     deleter: &mpsc::Sender<Vec<String>>,
-    answers: Vec<Answer>,
+    batch: Vec<Pending>,
     written: Result<(), UplinkRefusal>,
 ) {
-    let first_stored = answers.iter().find(|a| a.qos != 0).map(|a| a.seq);
+    let first = batch[0].q.seq;
     let mut release = None;
     let change = {
         let mut st = shared.lock();
-        if let Some(first) = first_stored {
-            if written.is_ok() {
-                if let Some(record) = st.records.get_mut(&first) {
-                    record.written = true;
-                    if record.outstanding == 0 {
-                        st.records.remove(&first);
-                        release = Some(batch_key(first));
-                    }
+        if written.is_ok() {
+            if let Some(record) = st.records.get_mut(&first) {
+                record.written = true;
+                if record.outstanding == 0 {
+                    st.records.remove(&first);
+                    release = Some(batch_key(first));
                 }
-            } else {
-                // Never on disk: nothing to delete, and nothing to send any more.
-                st.records.remove(&first);
             }
-        }
-        for a in &answers {
-            if a.qos != 0 && written.is_err() {
-                if st.msgs.remove(&a.seq).is_some() {
-                    st.bytes = st.bytes.saturating_sub(a.size);
+            st.stats.total_in += batch.len() as u64;
+        } else {
+            // Never on disk: nothing to delete, and nothing to send any more.
+            st.records.remove(&first);
+            for p in &batch {
+                if st.msgs.remove(&p.q.seq).is_some() {
+                    st.bytes = st.bytes.saturating_sub(p.size);
                 }
                 st.stats.store_errors += 1;
-            } else {
-                st.stats.total_in += 1;
             }
         }
         shared.check_alarm(&mut st)
@@ -1093,12 +1068,9 @@ fn finish_batch(
     if let Some(key) = release {
         request_delete(shared, Some(deleter), vec![key]);
     }
-    for a in answers {
-        if let Some(reply) = a.reply {
-            let result = if a.qos != 0 { written } else { Ok(()) };
-            // The publisher may have gone; the message is stored either way.
-            let _ = reply.send(result);
-        }
+    for p in batch {
+        // The publisher may have gone; the message is stored either way.
+        let _ = p.reply.send(written);
     }
 }
 
