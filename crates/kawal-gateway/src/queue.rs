@@ -40,17 +40,19 @@
 //! dropped first and counted.
 //!
 //! # Deleting
-//! A batch record is deleted once the upstream has acknowledged every message in it, on a
-//! separate thread, behind the acknowledgement (one transaction for all the records
-//! released since the last one): memory and the byte budget are freed at once, the disk a
+//! A batch record is deleted once the upstream has acknowledged every message in it, behind
+//! the acknowledgement: in the writer's next transaction (no sync of its own), or, when no
+//! write comes within [`DELETE_GRACE`], in one transaction of the deleter thread for all
+//! the records released since. Memory and the byte budget are freed at once, the disk a
 //! little later. A crash in between, or while a batch is only partly acknowledged, only
 //! means those messages are sent again after the restart (at least once).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -431,6 +433,10 @@ struct Shared {
     /// Woken when messages are added.
     added: Notify,
     deletes_pending: AtomicU64,
+    /// Keys of records to delete: the writer takes them into its next transaction, the
+    /// deleter thread takes what is left after [`DELETE_GRACE`].
+    deletes: Mutex<Deletes>,
+    deletes_cv: Condvar,
     alarm_hook: Mutex<Option<AlarmHook>>,
 }
 
@@ -494,7 +500,6 @@ impl Shared {
 pub struct Queue {
     shared: Arc<Shared>,
     writer_tx: Option<mpsc::Sender<Pending>>,
-    deleter_tx: Option<mpsc::Sender<Vec<String>>>,
     writer: Option<JoinHandle<()>>,
     deleter: Option<JoinHandle<()>>,
 }
@@ -600,6 +605,8 @@ impl Queue {
             state: Mutex::new(state),
             added: Notify::new(),
             deletes_pending: AtomicU64::new(0),
+            deletes: Mutex::new(Deletes::default()),
+            deletes_cv: Condvar::new(),
             alarm_hook: Mutex::new(None),
         });
         {
@@ -609,23 +616,19 @@ impl Queue {
         }
 
         let (writer_tx, writer_rx) = mpsc::channel();
-        let (deleter_tx, deleter_rx) = mpsc::channel();
         let w = Arc::clone(&shared);
-        // The writer holds a sender of its own: the deleter ends once both have gone.
-        let w_deleter = deleter_tx.clone();
         let writer = std::thread::Builder::new()
             .name("kawal-uplink-writer".into())
-            .spawn(move || run_writer(&w, &writer_rx, &w_deleter))
+            .spawn(move || run_writer(&w, &writer_rx))
             .map_err(Error::Spawn)?;
         let d = Arc::clone(&shared);
         let deleter = std::thread::Builder::new()
             .name("kawal-uplink-deleter".into())
-            .spawn(move || run_deleter(&d, &deleter_rx))
+            .spawn(move || run_deleter(&d))
             .map_err(Error::Spawn)?;
         Ok(Arc::new(Self {
             shared,
             writer_tx: Some(writer_tx),
-            deleter_tx: Some(deleter_tx),
             writer: Some(writer),
             deleter: Some(deleter),
         }))
@@ -749,7 +752,7 @@ impl Queue {
     }
 
     fn delete(&self, keys: Vec<String>) {
-        request_delete(&self.shared, self.deleter_tx.as_ref(), keys);
+        request_delete(&self.shared, keys);
     }
 
     /// Makes room for `size` more bytes under [`FullPolicy::DropOldest`]; returns the
@@ -779,18 +782,51 @@ impl Queue {
     }
 }
 
-/// Asks the deleter thread to delete `keys`.
-fn request_delete(shared: &Shared, deleter: Option<&mpsc::Sender<Vec<String>>>, keys: Vec<String>) {
+/// Records to delete, and whether the queue is closing.
+#[derive(Default)]
+struct Deletes {
+    keys: Vec<String>,
+    closing: bool,
+}
+
+/// How long released records wait for a write transaction to take them along before the
+/// deleter thread deletes them in one of its own: while messages flow, deleting costs no
+/// extra sync.
+const DELETE_GRACE: Duration = Duration::from_millis(20);
+
+impl Shared {
+    fn deletes(&self) -> MutexGuard<'_, Deletes> {
+        // A plain list: usable after a panic elsewhere.
+        self.deletes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes every record waiting to be deleted.
+    fn take_deletes(&self) -> Vec<String> {
+        std::mem::take(&mut self.deletes().keys)
+    }
+
+    /// Settles deletes taken by [`Shared::take_deletes`]: counted done, or given back.
+    fn deletes_done(&self, keys: Vec<String>, ok: bool) {
+        if ok {
+            self.deletes_pending
+                .fetch_sub(keys.len() as u64, Ordering::Relaxed);
+        } else if !keys.is_empty() {
+            self.deletes().keys.extend(keys);
+            self.deletes_cv.notify_one();
+        }
+    }
+}
+
+/// Deletes `keys` with the next write transaction, or soon after on their own.
+fn request_delete(shared: &Shared, keys: Vec<String>) {
     if keys.is_empty() {
         return;
     }
-    let n = keys.len() as u64;
-    shared.deletes_pending.fetch_add(n, Ordering::Relaxed);
-    if deleter.is_none_or(|tx| tx.send(keys).is_err()) {
-        // The deleter is gone (only at shutdown): the records stay and are sent again after
-        // the restart.
-        shared.deletes_pending.fetch_sub(n, Ordering::Relaxed);
-    }
+    shared
+        .deletes_pending
+        .fetch_add(keys.len() as u64, Ordering::Relaxed);
+    shared.deletes().keys.extend(keys);
+    shared.deletes_cv.notify_one();
 }
 
 /// Counts the stored message `seq` as gone from its record; returns the record's key once
@@ -837,14 +873,18 @@ impl Drop for Queue {
         // written, the deletes asked for) and end; waiting for them means the store is no
         // longer in use by the queue once it is gone.
         drop(self.writer_tx.take());
-        drop(self.deleter_tx.take());
-        for thread in [self.writer.take(), self.deleter.take()]
-            .into_iter()
-            .flatten()
+        if let Some(w) = self.writer.take()
+            && w.join().is_err()
         {
-            if thread.join().is_err() {
-                tracing::error!("an uplink queue thread panicked");
-            }
+            tracing::error!("the uplink queue writer panicked");
+        }
+        // The writer is done: the deleter deletes what is left and ends.
+        self.shared.deletes().closing = true;
+        self.shared.deletes_cv.notify_one();
+        if let Some(d) = self.deleter.take()
+            && d.join().is_err()
+        {
+            tracing::error!("the uplink queue deleter panicked");
         }
     }
 }
@@ -948,7 +988,7 @@ fn remember(shared: &Shared, st: &mut State, q: &Queued) {
     });
 }
 
-fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, deleter: &mpsc::Sender<Vec<String>>) {
+fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>) {
     let settings = &shared.settings;
     while let Ok(first) = rx.recv() {
         let mut batch_bytes = first.size;
@@ -975,7 +1015,7 @@ fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Pending>, deleter: &mpsc::Sen
                 Err(UplinkRefusal::Store)
             }
         };
-        finish_batch(shared, deleter, batch, written);
+        finish_batch(shared, batch, written);
     }
 }
 
@@ -1012,11 +1052,17 @@ fn write_batch(
 ) -> Result<(), UplinkRefusal> {
     let key = batch_key(first);
     let next = next_seq.to_be_bytes();
-    match shared
-        .store
-        .put_many(TABLE, &[(key.as_str(), value), (NEXT_SEQ_KEY, &next)])
-    {
-        Ok(()) => {
+    // Records acknowledged since the last transaction go in this one: no sync of their own.
+    let deletes = shared.take_deletes();
+    let refs: Vec<&str> = deletes.iter().map(String::as_str).collect();
+    let result = shared.store.put_and_delete(
+        TABLE,
+        &[(key.as_str(), value), (NEXT_SEQ_KEY, &next)],
+        &refs,
+    );
+    shared.deletes_done(deletes, result.is_ok());
+    match result {
+        Ok(_) => {
             shared.lock().stats.commits += 1;
             Ok(())
         }
@@ -1033,12 +1079,7 @@ fn write_batch(
 /// `Ok` only once its batch is written, and a record is deleted only once written and fully
 /// acknowledged. If the write fails, the publisher is refused and sends again, so the
 /// upstream may see the message twice (at least once).
-fn finish_batch(
-    shared: &Shared,
-    deleter: &mpsc::Sender<Vec<String>>,
-    batch: Vec<Pending>,
-    written: Result<(), UplinkRefusal>,
-) {
+fn finish_batch(shared: &Shared, batch: Vec<Pending>, written: Result<(), UplinkRefusal>) {
     let first = batch[0].q.seq;
     let mut release = None;
     let change = {
@@ -1066,7 +1107,7 @@ fn finish_batch(
     };
     shared.tell(change);
     if let Some(key) = release {
-        request_delete(shared, Some(deleter), vec![key]);
+        request_delete(shared, vec![key]);
     }
     for p in batch {
         // The publisher may have gone; the message is stored either way.
@@ -1089,19 +1130,41 @@ fn bound_qos0(shared: &Shared, st: &mut State) {
     }
 }
 
-fn run_deleter(shared: &Shared, rx: &mpsc::Receiver<Vec<String>>) {
-    while let Ok(mut keys) = rx.recv() {
-        while let Ok(more) = rx.try_recv() {
-            keys.extend(more);
+fn run_deleter(shared: &Shared) {
+    loop {
+        {
+            let mut d = shared.deletes();
+            while d.keys.is_empty() && !d.closing {
+                d = shared.deletes_cv.wait(d).unwrap_or_else(|p| p.into_inner());
+            }
+            if d.keys.is_empty() {
+                return;
+            }
+            if !d.closing {
+                // Give a write transaction the chance to take them along.
+                drop(d);
+                std::thread::sleep(DELETE_GRACE);
+            }
         }
-        // One transaction for every record released since the last one.
+        let keys = shared.take_deletes();
+        if keys.is_empty() {
+            continue;
+        }
+        // One transaction for every record released and not taken by a write.
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        if let Err(e) = shared.store.delete_many(TABLE, &refs) {
-            tracing::warn!(error = %e, count = refs.len(), "uplink queue could not delete acknowledged messages");
+        match shared.store.delete_many(TABLE, &refs) {
+            Ok(_) => shared.deletes_done(keys, true),
+            Err(e) => {
+                tracing::warn!(error = %e, count = refs.len(), "uplink queue could not delete acknowledged messages");
+                if shared.deletes().closing {
+                    // Left for the next start, which sends them again (at least once).
+                    shared.deletes_done(keys, true);
+                    return;
+                }
+                shared.deletes_done(keys, false);
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
-        shared
-            .deletes_pending
-            .fetch_sub(keys.len() as u64, Ordering::Relaxed);
     }
 }
 

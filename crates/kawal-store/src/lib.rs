@@ -302,19 +302,37 @@ impl Store {
 
     /// Stores several records in one durable transaction.
     pub fn put_many(&self, table: Table, records: &[(&str, &[u8])]) -> Result<()> {
+        self.put_and_delete(table, records, &[]).map(|_| ())
+    }
+
+    /// Stores `records` and removes `deletes` in one durable transaction (one sync for
+    /// both); returns how many of `deletes` existed.
+    pub fn put_and_delete(
+        &self,
+        table: Table,
+        records: &[(&str, &[u8])],
+        deletes: &[&str],
+    ) -> Result<usize> {
         let tx = self.db.begin_write().ctx("begin")?;
+        let mut existed = 0;
         {
-            let sealer = self.codec_write(&tx, table)?;
+            let codec = self.codec_write(&tx, table)?;
             let mut t = tx
                 .open_table(record::definition(table)?)
                 .ctx("open table")?;
+            for key in deletes {
+                if t.remove(&codec.hash(key)[..]).ctx("remove")?.is_some() {
+                    existed += 1;
+                }
+            }
             for (key, value) in records {
                 record::check_key(key)?;
-                let (hash, sealed) = sealer.seal(key, value)?;
+                let (hash, sealed) = codec.seal(key, value)?;
                 t.insert(&hash[..], sealed.as_slice()).ctx("insert")?;
             }
         }
-        tx.commit().ctx("commit")
+        tx.commit().ctx("commit")?;
+        Ok(existed)
     }
 
     /// Reads and opens the record under `key`.
@@ -386,21 +404,7 @@ impl Store {
 
     /// Removes several records in one durable transaction; returns how many existed.
     pub fn delete_many(&self, table: Table, keys: &[&str]) -> Result<usize> {
-        let tx = self.db.begin_write().ctx("begin")?;
-        let mut existed = 0;
-        {
-            let codec = self.codec_write(&tx, table)?;
-            let mut t = tx
-                .open_table(record::definition(table)?)
-                .ctx("open table")?;
-            for key in keys {
-                if t.remove(&codec.hash(key)[..]).ctx("remove")?.is_some() {
-                    existed += 1;
-                }
-            }
-        }
-        tx.commit().ctx("commit")?;
-        Ok(existed)
+        self.put_and_delete(table, &[], keys)
     }
 
     /// Every record of a table, opened, in keyed-hash order.

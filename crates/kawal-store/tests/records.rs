@@ -104,6 +104,31 @@ fn records_round_trip_list_and_delete() {
     assert_eq!((stats.data_records, stats.pii_records), (2, 0));
 }
 
+/// G045: DS-1-3 — stores and removes in one transaction; a delete of a record written in the
+/// same call does not apply to it (removals come first).
+#[test]
+fn put_and_delete_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("s"), keys(), Sharing::MultiProcess).unwrap();
+    store
+        .put_many(SENSORS, &[("a", b"1"), ("b", b"2")])
+        .unwrap();
+    let existed = store
+        .put_and_delete(SENSORS, &[("c", b"3"), ("b", b"new")], &["a", "b", "zz"])
+        .unwrap();
+    assert_eq!(existed, 2);
+    assert!(store.get(SENSORS, "a").unwrap().is_none());
+    assert_eq!(store.get(SENSORS, "b").unwrap().unwrap().to_vec(), b"new");
+    assert_eq!(store.get(SENSORS, "c").unwrap().unwrap().to_vec(), b"3");
+    assert!(
+        store
+            .put_and_delete(SENSORS, &[("", b"x")], &["c"])
+            .is_err()
+    );
+    // A refused call changes nothing.
+    assert!(store.get(SENSORS, "c").unwrap().is_some());
+}
+
 /// G045: DS-1-3, DS-4-1
 #[test]
 fn a_ciphertext_moved_between_records_or_tables_does_not_open() {
