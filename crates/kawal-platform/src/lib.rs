@@ -8,6 +8,8 @@
 //! - [`exposure`]: listening services and physical/debug interfaces, judged against a policy
 //!   and switched off on enforce (G045 PL-3-1, PH-1-1, PH-1-2).
 //! - [`integrity`]: the signed integrity manifest and its check of installed files (G045 PL-1-4).
+//! - [`tamper`]: tamper inputs (GPIO line, file or sysfs attribute, signal) and the response
+//!   that destroys the keys and locks the device (G045 PH-2-1).
 //!
 //! Files are read under a [`SysRoot`], so tests run against a fake `/sys`, `/proc` and `/etc`.
 //!
@@ -24,6 +26,7 @@ pub mod exposure;
 pub mod integrity;
 pub mod memory;
 pub mod selftest;
+pub mod tamper;
 pub mod uid;
 
 /// Errors of the platform crate.
