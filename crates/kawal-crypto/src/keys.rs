@@ -74,6 +74,11 @@ purpose!(
     /// Signed checkpoints of the audit log.
     AuditSigning, "audit-signing", SigningPurpose
 );
+purpose!(
+    /// The device's signature over its own configuration: the local overlay of the integrity
+    /// manifest, which vouches for configuration changes the device accepted (PL-1-4).
+    ConfigSigning, "config-signing", SigningPurpose
+);
 
 /// Public metadata of one key version: its number and derivation salt.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -183,6 +183,79 @@ enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// The signed integrity manifest of the installed files (G045 PL-1-4).
+    Integrity {
+        #[command(subcommand)]
+        action: IntegrityAction,
+    },
+    /// Services and interfaces against the exposure policy (G045 PL-3-1, PH-1-1, PH-1-2).
+    Exposure {
+        #[command(subcommand)]
+        action: ExposureAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IntegrityAction {
+    /// A new vendor signing key (Ed25519, PKCS#8 PEM, mode 0600) and its public half in
+    /// FILE.pub, to install on devices. Keep the private key offline.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Hash the files of a build and sign the manifest with the vendor key.
+    Manifest {
+        /// The vendor's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The product the manifest is for.
+        #[arg(long, default_value = "kawal")]
+        product: String,
+        /// Its version.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+        /// Where to write the manifest; the signature goes beside it (FILE.sig).
+        #[arg(long)]
+        out: PathBuf,
+        /// Read the absolute paths under this folder (a staging tree of the device's files).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// ROLE=PATH for each file, PATH absolute as on the device; ROLE is binary, config
+        /// (which the device may later vouch for), trust-store, key or other.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Check the installed files against the manifest now; names every file that fails.
+    Verify {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Take the manifest, keys and data folder from this configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Vouch for the configuration as it is now: re-sign the local overlay with the device's
+    /// configuration key (at the device; needs the data folder and its keys).
+    AcceptConfig {
+        /// The configuration file (it must validate and be listed by the manifest).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExposureAction {
+    /// Assess this machine's listening sockets and interfaces; exit 1 on a high-severity
+    /// finding.
+    Check {
+        /// Judge by this configuration's [exposure] policy and listeners (default: the
+        /// default policy).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the whole assessment as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -574,6 +647,60 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Cert {
             action: CertAction::Csr { config, out },
         } => crate::devcert::csr(&config, out.as_deref()),
+        Command::Integrity { action } => integrity_cmd(action),
+        Command::Exposure {
+            action: ExposureAction::Check { config, json },
+        } => {
+            let settings = match &config {
+                Some(path) => config::load(path)?.exposure,
+                None => config::platform::ExposureSettings::defaults(&[]),
+            };
+            crate::exposure::check_cmd(&settings, json)
+        }
+    }
+}
+
+fn integrity_cmd(action: IntegrityAction) -> Result<()> {
+    match action {
+        IntegrityAction::Keygen { out } => crate::integrity::keygen(&out),
+        IntegrityAction::Manifest {
+            key,
+            product,
+            version,
+            out,
+            root,
+            files,
+        } => crate::integrity::make(&crate::integrity::ManifestRequest {
+            key: &key,
+            product: &product,
+            version: &version,
+            out: &out,
+            root: &root,
+            files: &files,
+        }),
+        IntegrityAction::Verify { mut dir, config } => {
+            let settings = match &config {
+                Some(path) => {
+                    let cfg = config::load(path)?;
+                    dir.data_dir = cfg.data_dir.clone();
+                    if cfg.passphrase_file.is_some() {
+                        dir.passphrase_file = cfg.passphrase_file.clone();
+                    }
+                    cfg.integrity
+                }
+                None => config::platform::IntegritySettings::defaults(&provision::absolute(
+                    &dir.data_dir,
+                )?),
+            };
+            let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref());
+            crate::integrity::verify_cmd(dev, &settings)
+        }
+        IntegrityAction::AcceptConfig { config: path } => {
+            let cfg = config::load(&path)?;
+            let pass = crate::device::read_passphrase(cfg.passphrase_file.as_deref())?;
+            let dev = Device::open(&cfg.data_dir, pass.as_ref())?;
+            crate::integrity::accept_config(&dev, &cfg.integrity, &path)
+        }
     }
 }
 

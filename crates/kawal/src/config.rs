@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::error::{CliError, Exit, Result};
 
 pub mod gateway;
+pub mod platform;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -53,6 +54,12 @@ pub struct RawConfig {
     /// Sensor enrolment and certificates.
     #[serde(default)]
     pub sensors: gateway::RawSensors,
+    /// The signed integrity manifest and its checks (PL-1-4).
+    #[serde(default)]
+    pub integrity: platform::RawIntegrity,
+    /// Services and interfaces: the exposure policy (`kawal_platform::exposure::Policy`, whose
+    /// own parser refuses unknown keys) plus `period-s` (PL-3-1, PH-1-1, PH-1-2).
+    pub exposure: Option<toml::Table>,
 }
 
 /// `[device]`.
@@ -472,6 +479,10 @@ pub struct ValidConfig {
     pub gateway: gateway::GatewaySettings,
     /// Renewal of the device certificate over EST, if configured.
     pub renewal: Option<crate::devcert::renew::Settings>,
+    /// The integrity manifest and its checks.
+    pub integrity: platform::IntegritySettings,
+    /// The services and interfaces policy.
+    pub exposure: platform::ExposureSettings,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
     /// SHA-256 of the file as read, so a change between starts is logged.
@@ -552,11 +563,22 @@ impl RawConfig {
             &mut errors,
             &mut insecure,
         );
+        let integrity = platform::validate_integrity(
+            &self.integrity,
+            &self.data_dir,
+            &mut errors,
+            &mut insecure,
+        );
+        let own: Vec<SocketAddr> = api.into_iter().chain(mqtt).collect();
+        let exposure =
+            platform::validate_exposure(self.exposure.as_ref(), &own, &mut errors, &mut insecure);
         match (api, mqtt, errors.is_empty()) {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
                 auth,
                 gateway,
                 renewal,
+                integrity,
+                exposure,
                 data_dir: self.data_dir,
                 vendor_namespace: self.device.vendor_namespace,
                 passphrase_file: self.keys.passphrase_file,

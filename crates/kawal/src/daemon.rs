@@ -199,7 +199,12 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
             "power-up self-test failed (cryptography): not serving, nothing written",
         ));
     }
-    let dev = std::sync::Arc::new(dev?);
+    let dev = match dev {
+        Ok(dev) => std::sync::Arc::new(dev),
+        // A device that does not open may have been tampered with: say so if the manifest
+        // shows it (checked without the configuration key, which needs the device).
+        Err(e) => return Err(integrity_unopened(config).unwrap_or(e)),
+    };
     keep_report(&dev, &report)?;
     let log = dev.audit_log(config.checkpoint_every)?;
     device::record(&log, selftest_event(&report).with("trigger", "power-up"))?;
@@ -225,8 +230,23 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
             .put(tables::HEALTH, "config-sha256", &json)
             .or_exit(Exit::Io, "store")?;
     }
+    // The installed files against the signed manifest, before anything is served.
+    let status = crate::watch::Status::new(config);
+    let config_key = crate::integrity::config_public_key(&dev)?;
+    let watch_integrity = match power_up_integrity(config, &log, &status, &config_key) {
+        Ok(watch) => watch,
+        Err(e) => {
+            log.close().or_exit(Exit::Io, "audit log")?;
+            return Err(e);
+        }
+    };
     let log = std::sync::Arc::new(log);
-    let api = crate::serve::prepare(&dev, config, std::sync::Arc::clone(&log))?;
+    let api = crate::serve::prepare(
+        &dev,
+        config,
+        std::sync::Arc::clone(&log),
+        std::sync::Arc::clone(&status),
+    )?;
     crate::serve::record_api(&dev, config)?;
     let gateway = crate::gateway::prepare(&dev, config, std::sync::Arc::clone(&log))?;
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
@@ -241,10 +261,20 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
     }
     device::record(&log, started)?;
     tracing::info!(uid = %dev.info.uid, api = %config.api, "kawal started");
-    let signal = serve_until_signal(api, gateway, &dev, config, demo)?;
+    let watch = Watch {
+        status,
+        integrity: watch_integrity.then_some(config_key),
+    };
+    let signal = serve_until_signal(api, gateway, &dev, config, demo, watch)?;
+    let integrity_stop = signal == INTEGRITY_STOP;
     device::record(
         &log,
-        Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal),
+        if integrity_stop {
+            Event::new("daemon.stopped", "kawal", Outcome::Failure)
+                .with("reason", "integrity mismatch (on-mismatch = stop-serving)")
+        } else {
+            Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal)
+        },
     )?;
     // The API's state held the other references; it is gone once the server has stopped.
     match std::sync::Arc::try_unwrap(log) {
@@ -254,7 +284,84 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
         }
     }
     tracing::info!(signal, "kawal stopped");
+    if integrity_stop {
+        return Err(CliError::new(
+            Exit::DataErr,
+            "integrity mismatch at run time (on-mismatch = stop-serving): stopped serving; see integrity.failed in the audit log",
+        ));
+    }
     Ok(())
+}
+
+/// What `serve_until_signal` returns when an integrity mismatch stopped the daemon.
+const INTEGRITY_STOP: &str = "integrity-mismatch";
+
+/// The platform watchers' shared state, and the configuration key when the integrity
+/// manifest is checked on its period.
+struct Watch {
+    status: std::sync::Arc<crate::watch::Status>,
+    integrity: Option<kawal_platform::integrity::PublicKey>,
+}
+
+/// The integrity check of a device that could not be opened: the error to exit with when
+/// the installed files do not match the manifest (nothing can be logged: the log's key is
+/// sealed in the device).
+fn integrity_unopened(config: &ValidConfig) -> Option<CliError> {
+    use crate::config::platform::IntegrityMode;
+    let s = &config.integrity;
+    if s.mode == IntegrityMode::Off || !s.manifest.exists() {
+        return None;
+    }
+    let v = crate::integrity::verify(s, None, "power-up");
+    if v.files_failed == 0 && v.files_checked > 0 {
+        return None;
+    }
+    for p in &v.problems {
+        tracing::error!(problem = %p, "integrity check failed");
+    }
+    Some(crate::integrity::failed(
+        &v,
+        "integrity check failed: not serving (the device could not be opened)",
+    ))
+}
+
+/// The integrity check before serving. `Ok(true)`: a manifest verified, check it on its
+/// period; `Ok(false)`: nothing to check (no manifest and none required, or switched off);
+/// `Err`: a mismatch or a required manifest missing, logged; the daemon must not serve.
+fn power_up_integrity(
+    config: &ValidConfig,
+    log: &kawal_audit::AuditLog,
+    status: &crate::watch::Status,
+    key: &kawal_platform::integrity::PublicKey,
+) -> Result<bool> {
+    use crate::config::platform::IntegrityMode;
+    let s = &config.integrity;
+    if s.mode == IntegrityMode::Off {
+        tracing::warn!("integrity checks are switched off ([integrity] enabled = false)");
+        return Ok(false);
+    }
+    let v = crate::integrity::verify(s, Some(key), "power-up");
+    if !v.manifest_present && s.mode == IntegrityMode::IfPresent {
+        tracing::warn!(
+            manifest = %s.manifest.display(),
+            "no integrity manifest: the installed files are not checked (set [integrity] enabled = true to require one)"
+        );
+        status.set_integrity(v);
+        return Ok(false);
+    }
+    device::record(log, v.event())?;
+    if v.ok {
+        tracing::info!(summary = %v.summary(), "integrity verified");
+        status.set_integrity(v);
+        return Ok(true);
+    }
+    for p in &v.problems {
+        tracing::error!(problem = %p, "integrity check failed");
+    }
+    Err(crate::integrity::failed(
+        &v,
+        "integrity check failed: not serving (recovery: kawal integrity verify shows the files; kawal integrity accept-config vouches for a configuration)",
+    ))
 }
 
 /// Serves the API and the gateway until SIGTERM or SIGINT; returns the signal's name.
@@ -264,6 +371,7 @@ fn serve_until_signal(
     dev: &std::sync::Arc<Device>,
     config: &ValidConfig,
     demo: bool,
+    watch: Watch,
 ) -> Result<&'static str> {
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -314,10 +422,34 @@ fn serve_until_signal(
                 .or_exit(Exit::NoInput, "dev CA")?;
             crate::gateway::demo_sensors(&running, &ca, running.server.local_addr());
         }
+        // The platform watchers: integrity on its period, services and interfaces now and on
+        // theirs (kawal's own listeners are all up by now).
+        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let audit = std::sync::Arc::clone(&api.state.audit);
+        let integrity = watch.integrity.map(|key| {
+            tokio::spawn(crate::watch::integrity_loop(
+                std::sync::Arc::clone(&watch.status),
+                config.integrity.clone(),
+                key,
+                std::sync::Arc::clone(&audit),
+                stop_tx.clone(),
+            ))
+        });
+        let exposure = tokio::spawn(crate::watch::exposure_loop(
+            std::sync::Arc::clone(&watch.status),
+            config.exposure.clone(),
+            audit,
+        ));
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            Some(()) = stop_rx.recv() => INTEGRITY_STOP,
         };
+        drop(stop_tx);
+        if let Some(t) = integrity {
+            t.abort();
+        }
+        exposure.abort();
         certs.abort();
         running.shutdown().await;
         let _ = tx.send(());

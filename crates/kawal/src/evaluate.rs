@@ -12,7 +12,9 @@ use kawal_auth::roles::Role;
 use kawal_compliance::{Finding, Report, ReportMeta, Verdict};
 
 mod access;
+mod elf;
 mod gateway;
+mod platform;
 
 use crate::daemon::StoredSelfTest;
 use crate::device::{Device, tables};
@@ -47,6 +49,8 @@ pub struct Facts {
     pub access: access::AccessFacts,
     /// The MQTT listener's record, the sensors, for the gateway controls.
     pub gateway: gateway::GatewayFacts,
+    /// The executable, the integrity manifest and the exposure, checked now.
+    pub platform: platform::PlatformFacts,
 }
 
 /// Reads every fact from the device, judging the access controls by `config` (the file the
@@ -89,6 +93,7 @@ pub fn gather(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Resu
         .and_then(|pem| kawal_pki::cert_facts(&pem).ok());
     let access = access_facts(dev, config, &accounts)?;
     let gateway = gateway_facts(dev, &access, cert.as_ref())?;
+    let platform = platform_facts(dev, &access.config)?;
     Ok(Facts {
         info: dev.info.clone(),
         root_mode,
@@ -103,6 +108,34 @@ pub fn gather(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Resu
         cert,
         access,
         gateway,
+        platform,
+    })
+}
+
+fn platform_facts(
+    dev: &Device,
+    config: &crate::config::ValidConfig,
+) -> Result<platform::PlatformFacts> {
+    use crate::config::platform::IntegrityMode;
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "/proc/self/exe".into());
+    let integrity = if config.integrity.mode == IntegrityMode::Off {
+        None
+    } else {
+        let key = crate::integrity::config_public_key(dev)?;
+        Some(crate::integrity::verify(
+            &config.integrity,
+            Some(&key),
+            "report",
+        ))
+    };
+    Ok(platform::PlatformFacts {
+        elf: elf::read(std::path::Path::new("/proc/self/exe")),
+        exe,
+        debug_build: cfg!(debug_assertions),
+        integrity_settings: config.integrity.clone(),
+        integrity,
+        exposure_settings: config.exposure.clone(),
+        exposure: crate::exposure::assess(&config.exposure),
     })
 }
 
@@ -217,8 +250,7 @@ fn later(code: &str, what: &str) -> Finding {
 }
 
 const UPDATE: &str = "TUF-verified updates with A/B slots and rollback";
-const PLATFORM: &str =
-    "the platform policy (integrity manifest, services, interfaces, tamper response)";
+const PLATFORM: &str = "the tamper inputs and response";
 
 /// Every control's finding.
 pub fn findings(f: &Facts) -> Vec<Finding> {
@@ -424,12 +456,20 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
             .evidence("check", "cargo deny check against the RustSec advisory database runs in the test suite")
             .reason("the on-device SBOM and vulnerability check is not built yet; the assessor reads the CI result"),
     );
-    out.push(later("PL-1-3", PLATFORM));
-    out.push(later("PL-1-4", PLATFORM));
+    let mut plat: BTreeMap<String, Finding> = platform::findings(&f.platform, &f.events)
+        .into_iter()
+        .map(|x| (x.code.clone(), x))
+        .collect();
+    let mut plat_take = |code: &str| {
+        plat.remove(code)
+            .unwrap_or_else(|| Finding::new(code, Verdict::NotMet).reason("no evaluator"))
+    };
+    out.push(plat_take("PL-1-3"));
+    out.push(plat_take("PL-1-4"));
     for code in ["PL-2-1", "PL-2-2", "PL-2-3"] {
         out.push(later(code, UPDATE));
     }
-    out.push(later("PL-3-1", PLATFORM));
+    out.push(plat_take("PL-3-1"));
     out.push(take("PL-3-2"));
     out.push(
         Finding::new("PL-3-3", Verdict::Manual)
@@ -525,9 +565,9 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
     });
 
     // Physical security.
-    for code in ["PH-1-1", "PH-1-2", "PH-2-1"] {
-        out.push(later(code, PLATFORM));
-    }
+    out.push(plat_take("PH-1-1"));
+    out.push(plat_take("PH-1-2"));
+    out.push(later("PH-2-1", PLATFORM));
     out
 }
 

@@ -11,6 +11,8 @@
 //! - [`client`]: `kawal login`, `kawal logout` and `kawal user` over the HTTPS API;
 //!   [`recover`]: `kawal recover unlock` at the device; [`est`]: a sensor's enrolment.
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
+//! - [`integrity`]: the signed integrity manifest (`kawal integrity`); [`exposure`]: services
+//!   and interfaces (`kawal exposure check`); [`watch`]: the daemon's periodic checks of both.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -22,13 +24,16 @@ pub mod device;
 pub mod error;
 pub mod est;
 pub mod evaluate;
+pub mod exposure;
 pub mod gateway;
+pub mod integrity;
 pub mod output;
 pub mod provision;
 pub mod recover;
 pub mod reset;
 pub mod serve;
 pub mod strength;
+pub mod watch;
 
 pub use error::{CliError, Exit};
 

@@ -20,6 +20,7 @@ use crate::error::{CliError, Context, Exit, Result};
 pub struct DeviceBackend {
     dev: Arc<Device>,
     config: ValidConfig,
+    watch: Arc<crate::watch::Status>,
 }
 
 impl Backend for DeviceBackend {
@@ -28,7 +29,10 @@ impl Backend for DeviceBackend {
             self.dev.get_json(tables::HEALTH, "selftest").ok().flatten();
         let clock = kawal_platform::clock::kernel_sync_state();
         let stats = self.dev.store.stats().ok();
+        let (integrity, exposure) = self.watch.health();
         json!({
+            "integrity": integrity,
+            "exposure": exposure,
             "uid": self.dev.info.uid,
             "product": crate::PRODUCT,
             "dev_device": self.dev.info.dev,
@@ -135,7 +139,12 @@ pub struct Prepared {
 }
 
 /// Builds the API's state and TLS configuration.
-pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> Result<Prepared> {
+pub fn prepare(
+    dev: &Arc<Device>,
+    config: &ValidConfig,
+    log: Arc<AuditLog>,
+    watch: Arc<crate::watch::Status>,
+) -> Result<Prepared> {
     let identity = tls_identity(dev)?;
     // Client certificates: the automation CA's (mapped to accounts, PL-3-2) and the sensor
     // CA's, which only EST re-enrolment uses (a sensor certificate is no account).
@@ -184,6 +193,7 @@ pub fn prepare(dev: &Arc<Device>, config: &ValidConfig, log: Arc<AuditLog>) -> R
     let backend = Arc::new(DeviceBackend {
         dev: Arc::clone(dev),
         config: config.clone(),
+        watch,
     });
     let state = Arc::new(AppState::new(
         directory,

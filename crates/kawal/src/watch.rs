@@ -1,0 +1,156 @@
+//! The daemon's platform watchers: the integrity check on its period (PL-1-4) and the
+//! services and interfaces assessment on its period (PL-3-1, PH-1-1, PH-1-2). Both run on the
+//! blocking pool (they hash files and read `/proc`), log to the audit log, and keep their last
+//! result for the health answer.
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kawal_audit::AuditLog;
+use kawal_platform::integrity::PublicKey;
+
+use crate::config::ValidConfig;
+use crate::config::platform::{ExposureSettings, IntegritySettings, OnMismatch};
+use crate::device;
+use crate::exposure::Tracker;
+use crate::integrity::Verification;
+
+/// What the watchers found last.
+#[derive(Debug)]
+pub struct Status {
+    integrity_settings: IntegritySettings,
+    integrity: Mutex<Option<Verification>>,
+    exposure: Mutex<Tracker>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Status {
+    /// Nothing checked yet.
+    pub fn new(config: &ValidConfig) -> Arc<Self> {
+        Arc::new(Self {
+            integrity_settings: config.integrity.clone(),
+            integrity: Mutex::new(None),
+            exposure: Mutex::new(Tracker::default()),
+        })
+    }
+
+    /// Keeps the latest integrity check.
+    pub fn set_integrity(&self, v: Verification) {
+        *lock(&self.integrity) = Some(v);
+    }
+
+    /// The `integrity` and `exposure` parts of the health answer.
+    pub fn health(&self) -> (serde_json::Value, serde_json::Value) {
+        let integrity = match (&*lock(&self.integrity), self.integrity_settings.mode) {
+            (_, crate::config::platform::IntegrityMode::Off) => {
+                serde_json::json!({ "state": "disabled" })
+            }
+            (Some(v), _) => v.health(&self.integrity_settings),
+            (None, _) => serde_json::json!({ "state": "not-checked" }),
+        };
+        let exposure = lock(&self.exposure)
+            .last
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({ "state": "not-checked" }));
+        (integrity, exposure)
+    }
+}
+
+/// Checks the integrity manifest every period. A mismatch is logged when it first appears or
+/// changes (and the recovery when it goes away); with `stop-serving`, `stop` is told and the
+/// loop ends. A failed check is repeated once after a moment before it counts, so a overlay
+/// being rewritten (two renames) is not taken for tampering.
+pub async fn integrity_loop(
+    status: Arc<Status>,
+    settings: IntegritySettings,
+    device_key: PublicKey,
+    log: Arc<AuditLog>,
+    stop: tokio::sync::mpsc::Sender<()>,
+) {
+    let mut tick = tokio::time::interval(settings.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: the check before serving has just run.
+    tick.tick().await;
+    let mut last_problems: Vec<String> = Vec::new();
+    loop {
+        tick.tick().await;
+        let s = settings.clone();
+        let v = tokio::task::spawn_blocking(move || {
+            let v = crate::integrity::verify(&s, Some(&device_key), "periodic");
+            if v.ok {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            crate::integrity::verify(&s, Some(&device_key), "periodic")
+        })
+        .await;
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "integrity check task failed");
+                continue;
+            }
+        };
+        let changed = v.problems != last_problems;
+        if changed {
+            let log = Arc::clone(&log);
+            let event = v.event();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = device::record(&log, event) {
+                    tracing::error!(error = %e, "could not log the integrity check");
+                }
+            })
+            .await;
+        }
+        if v.ok {
+            tracing::debug!(summary = %v.summary(), "periodic integrity check");
+        } else {
+            tracing::error!(summary = %v.summary(), "integrity check FAILED");
+        }
+        last_problems.clone_from(&v.problems);
+        let failed = !v.ok;
+        status.set_integrity(v);
+        if failed && settings.on_mismatch == OnMismatch::StopServing {
+            tracing::error!("integrity mismatch: on-mismatch = stop-serving, shutting down");
+            let _ = stop.send(()).await;
+            return;
+        }
+    }
+}
+
+/// Assesses services and interfaces now and every period; logs each new finding once and each
+/// enforcement action that changed something.
+pub async fn exposure_loop(status: Arc<Status>, settings: ExposureSettings, log: Arc<AuditLog>) {
+    let mut tick = tokio::time::interval(settings.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (s, st, log) = (settings.clone(), Arc::clone(&status), Arc::clone(&log));
+        let r = tokio::task::spawn_blocking(move || {
+            let a = crate::exposure::assess(&s);
+            let actions = kawal_platform::exposure::enforce(
+                &kawal_platform::SysRoot::host(),
+                &s.policy,
+                &kawal_platform::exposure::Systemctl::default(),
+            );
+            let at = kawal_audit::WallTime::now().to_string();
+            let events = lock(&st.exposure).update(&a, &at, &actions);
+            for e in events {
+                if let Err(e) = device::record(&log, e) {
+                    tracing::error!(error = %e, "could not log an exposure finding");
+                }
+            }
+            if !a.findings.is_empty() {
+                tracing::warn!(
+                    findings = a.findings.len(),
+                    "services and interfaces: findings (see health or kawal exposure check)"
+                );
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "exposure assessment task failed");
+        }
+    }
+}
