@@ -1065,6 +1065,12 @@ fn bench_mqtt_memory() {
             n as f64 / took
         );
         per.push(per_conn);
+        // For looking at the broker's memory from outside while the connections stay open.
+        let hold = env_u64("KAWAL_BENCH_MQTT_HOLD_S", 0);
+        if hold > 0 {
+            eprintln!("BENCH 4. {}: holding {hold} s (pid {})", t.name, t.pid);
+            std::thread::sleep(Duration::from_secs(hold));
+        }
         rt.block_on(async {
             for c in clients {
                 c.disconnect().await;
