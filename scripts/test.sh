@@ -8,7 +8,7 @@ say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages the tests use (real peers: brokers, log receivers, browsers). Installed only
 # when missing; the list grows as the tests that need them arrive.
-packages=(openssl chromium chromium-driver mosquitto mosquitto-clients rsyslog rsyslog-gnutls)
+packages=(openssl chromium chromium-driver mosquitto mosquitto-clients rsyslog rsyslog-gnutls systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -193,6 +193,24 @@ enum Command {
         #[command(subcommand)]
         action: ExposureAction,
     },
+    /// Tamper response (G045 PH-2-1).
+    Tamper {
+        #[command(subcommand)]
+        action: TamperAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TamperAction {
+    /// Whether the device is locked after tamper (exit 69 when it is), and why.
+    Status {
+        /// The device's data folder.
+        #[arg(long, default_value = "/var/lib/kawal")]
+        data_dir: PathBuf,
+        /// Take the data folder from this configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,10 +387,19 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum LogAction {
-    /// Verify the chain, signatures and anchor; names the first bad entry.
+    /// Verify the chain, signatures and anchor; names the first bad entry. With --remote,
+    /// verify a log collector's copy against this device's keys and its local log instead.
     Verify {
         #[command(flatten)]
         dir: DataDir,
+        /// Take the data folder and passphrase file from this configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A collector's copy (one syslog message per line, as forwarded): checked for gaps,
+        /// duplicates, chain breaks and signatures, and against the local log, which must
+        /// still hold everything the copy holds (a truncated local log fails).
+        #[arg(long, value_name = "FILE")]
+        remote: Option<PathBuf>,
     },
     /// Print entries.
     Show {
@@ -648,6 +675,15 @@ fn dispatch(command: Command) -> Result<()> {
             action: CertAction::Csr { config, out },
         } => crate::devcert::csr(&config, out.as_deref()),
         Command::Integrity { action } => integrity_cmd(action),
+        Command::Tamper {
+            action: TamperAction::Status { data_dir, config },
+        } => {
+            let dir = match &config {
+                Some(path) => config::load(path)?.data_dir,
+                None => data_dir,
+            };
+            crate::tamper::status_cmd(&dir)
+        }
         Command::Exposure {
             action: ExposureAction::Check { config, json },
         } => {
@@ -724,8 +760,22 @@ fn read_token_line() -> Result<zeroize::Zeroizing<String>> {
 
 fn log_cmd(action: LogAction) -> Result<()> {
     match action {
-        LogAction::Verify { dir } => {
+        LogAction::Verify {
+            mut dir,
+            config,
+            remote,
+        } => {
+            if let Some(path) = &config {
+                let cfg = config::load(path)?;
+                dir.data_dir = cfg.data_dir;
+                if cfg.passphrase_file.is_some() {
+                    dir.passphrase_file = cfg.passphrase_file;
+                }
+            }
             let dev = Device::open(&dir.data_dir, passphrase(&dir)?.as_ref())?;
+            if let Some(copy) = remote {
+                return crate::forward::verify_remote_cmd(&dev, &copy);
+            }
             match dev.verify_log()? {
                 Err(why) => Err(CliError::new(
                     Exit::DataErr,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{CliError, Exit, Result};
 
+pub mod forward;
 pub mod gateway;
 pub mod platform;
 
@@ -60,6 +61,11 @@ pub struct RawConfig {
     /// Services and interfaces: the exposure policy (`kawal_platform::exposure::Policy`, whose
     /// own parser refuses unknown keys) plus `period-s` (PL-3-1, PH-1-1, PH-1-2).
     pub exposure: Option<toml::Table>,
+    /// Forwarding of the audit log to a remote collector (PL-4-2); none: not forwarded.
+    pub log_forward: Option<forward::RawLogForward>,
+    /// Tamper inputs (PH-2-1); none: no tamper detection.
+    #[serde(default)]
+    pub tamper: kawal_platform::tamper::Config,
 }
 
 /// `[device]`.
@@ -483,6 +489,10 @@ pub struct ValidConfig {
     pub integrity: platform::IntegritySettings,
     /// The services and interfaces policy.
     pub exposure: platform::ExposureSettings,
+    /// Forwarding of the audit log, if configured.
+    pub log_forward: Option<forward::LogForwardSettings>,
+    /// The tamper inputs (none: tamper detection off).
+    pub tamper: kawal_platform::tamper::ValidConfig,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
     /// SHA-256 of the file as read, so a change between starts is logged.
@@ -572,6 +582,11 @@ impl RawConfig {
         let own: Vec<SocketAddr> = api.into_iter().chain(mqtt).collect();
         let exposure =
             platform::validate_exposure(self.exposure.as_ref(), &own, &mut errors, &mut insecure);
+        let log_forward = self
+            .log_forward
+            .as_ref()
+            .and_then(|r| forward::validate_log_forward(r, &self.data_dir, &mut errors));
+        let tamper = forward::validate_tamper(&self.tamper, &mut errors);
         match (api, mqtt, errors.is_empty()) {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
                 auth,
@@ -579,6 +594,8 @@ impl RawConfig {
                 renewal,
                 integrity,
                 exposure,
+                log_forward,
+                tamper,
                 data_dir: self.data_dir,
                 vendor_namespace: self.device.vendor_namespace,
                 passphrase_file: self.keys.passphrase_file,

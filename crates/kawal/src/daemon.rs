@@ -177,20 +177,52 @@ pub fn run(config: &ValidConfig, passphrase: Option<&SecretString>) -> Result<()
     serve(config, passphrase, false)
 }
 
+/// Closes the log: its final checkpoint and anchor. Other holders left (none after a clean
+/// shutdown) get a checkpoint instead.
+fn close_log(log: std::sync::Arc<kawal_audit::AuditLog>) -> Result<()> {
+    match std::sync::Arc::try_unwrap(log) {
+        Ok(log) => log.close().or_exit(Exit::Io, "audit log"),
+        Err(log) => log.checkpoint().map(|_| ()).or_exit(Exit::Io, "audit log"),
+    }
+}
+
+/// Stops the forwarder after the log's final close: its stop sends what the log holds
+/// (`daemon.stopped` included) and confirms it.
+fn stop_forwarder(forwarder: Option<std::sync::Arc<kawal_audit::Forwarder>>) {
+    let Some(fwd) = forwarder else { return };
+    match std::sync::Arc::try_unwrap(fwd) {
+        Ok(fwd) => {
+            let st = fwd.stop();
+            tracing::info!(
+                cursor_seq = st.cursor_seq,
+                local_seq = st.local_seq,
+                backlog = st.backlog_entries,
+                "log forwarding stopped"
+            );
+        }
+        // Dropping the last handle stops it the same way.
+        Err(fwd) => drop(fwd),
+    }
+}
+
 /// The daemon; `demo` adds three simulated sensors.
 fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) -> Result<()> {
+    use std::sync::Arc;
     for item in &config.insecure {
         tracing::warn!(setting = %item, "insecure setting in force");
     }
+    let layout = device::Layout::new(&config.data_dir);
     // The lock first: a second daemon on the same folder is told so, not "port in use".
-    let _running = device::lock_daemon(
-        &device::Layout::new(&config.data_dir),
-        "starting another daemon",
-    )?;
+    let _running = device::lock_daemon(&layout, "starting another daemon")?;
+    // A device locked after tamper never unseals again.
+    crate::tamper::refuse_if_locked(&layout)?;
     check_ports(&[
         ("management API", config.api),
         ("MQTT listener", config.mqtt),
     ])?;
+    // The tamper inputs are watched before anything is unsealed.
+    let tamper = crate::tamper::Response::new();
+    let monitor = crate::tamper::start_monitor(&layout, &config.tamper, &tamper)?;
     let (report, dev) = self_test(|| Device::open(&config.data_dir, passphrase));
     if !crypto_proven(&report) {
         log_failures(&report);
@@ -199,22 +231,53 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
             "power-up self-test failed (cryptography): not serving, nothing written",
         ));
     }
+    let locked = || kawal_platform::tamper::is_locked(&config.data_dir);
     let dev = match dev {
-        Ok(dev) => std::sync::Arc::new(dev),
-        // A device that does not open may have been tampered with: say so if the manifest
-        // shows it (checked without the configuration key, which needs the device).
-        Err(e) => return Err(integrity_unopened(config).unwrap_or(e)),
+        Ok(dev) => Arc::new(dev),
+        Err(e) => {
+            if let Some(info) = locked() {
+                return Err(crate::tamper::locked_error(&info));
+            }
+            // A device that does not open may have been tampered with: say so if the
+            // manifest shows it (checked without the configuration key, which needs the
+            // device).
+            return Err(integrity_unopened(config).unwrap_or(e));
+        }
     };
+    if !tamper.hold_device(&dev) {
+        drop(dev);
+        return Err(locked().map_or_else(
+            || CliError::new(Exit::Locked, "tamper during start-up: not serving"),
+            |i| crate::tamper::locked_error(&i),
+        ));
+    }
     keep_report(&dev, &report)?;
-    let log = dev.audit_log(config.checkpoint_every)?;
+    // The forwarder before the log: every durable batch wakes it, from the first one on.
+    let forwarder = config
+        .log_forward
+        .as_ref()
+        .map(|s| crate::forward::start(&dev, s))
+        .transpose()?
+        .map(Arc::new);
+    let sinks: Vec<Box<dyn kawal_audit::Sink>> = forwarder
+        .iter()
+        .map(|f| Box::new(f.waker()) as Box<dyn kawal_audit::Sink>)
+        .collect();
+    let log = Arc::new(dev.audit_log_with(config.checkpoint_every, sinks)?);
+    tamper.attach(&log, forwarder.as_ref().map(|f| f.waker()));
+    let fail = |log: Arc<kawal_audit::AuditLog>, forwarder, e: CliError| -> Result<()> {
+        close_log(log)?;
+        stop_forwarder(forwarder);
+        Err(e)
+    };
     device::record(&log, selftest_event(&report).with("trigger", "power-up"))?;
     if !report.passed {
         log_failures(&report);
-        log.close().or_exit(Exit::Io, "audit log")?;
-        return Err(CliError::new(
-            Exit::SelfTest,
-            "power-up self-test failed: not serving",
-        ));
+        return fail(
+            log,
+            forwarder,
+            CliError::new(Exit::SelfTest, "power-up self-test failed: not serving"),
+        );
     }
     // A configuration that differs from the one of the last start is a security event.
     let last: Option<String> = dev.get_json(tables::HEALTH, "config-sha256")?;
@@ -231,31 +294,26 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
             .or_exit(Exit::Io, "store")?;
     }
     // The installed files against the signed manifest, before anything is served.
-    let status = crate::watch::Status::new(config);
+    let status = crate::watch::Status::new(config, Arc::clone(&tamper));
     let config_key = crate::integrity::config_public_key(&dev)?;
     let watch_integrity = match power_up_integrity(config, &log, &status, &config_key) {
         Ok(watch) => watch,
-        Err(e) => {
-            log.close().or_exit(Exit::Io, "audit log")?;
-            return Err(e);
-        }
+        Err(e) => return fail(log, forwarder, e),
     };
-    let log = std::sync::Arc::new(log);
-    let api = crate::serve::prepare(
-        &dev,
-        config,
-        std::sync::Arc::clone(&log),
-        std::sync::Arc::clone(&status),
-    )?;
+    let api = crate::serve::prepare(&dev, config, Arc::clone(&log), Arc::clone(&status))?;
     crate::serve::record_api(&dev, config)?;
-    let gateway = crate::gateway::prepare(&dev, config, std::sync::Arc::clone(&log))?;
+    let gateway = crate::gateway::prepare(&dev, config, Arc::clone(&log))?;
     let mut started = Event::new("daemon.started", "kawal", Outcome::Success)
         .with("version", crate::PRODUCT)
         .with("config_sha256", config.sha256.as_str())
         .with("uid", dev.info.uid.as_str())
         .with("pid", u64::from(std::process::id()))
         .with("api", config.api.to_string())
-        .with("mqtt", config.mqtt.to_string());
+        .with("mqtt", config.mqtt.to_string())
+        .with("tamper_inputs", config.tamper.inputs.len() as u64);
+    if let Some(f) = &config.log_forward {
+        started = started.with("log_forward", f.collector.as_str());
+    }
     if !config.insecure.is_empty() {
         started = started.with("insecure_settings", config.insecure.join("; "));
     }
@@ -264,34 +322,62 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
     let watch = Watch {
         status,
         integrity: watch_integrity.then_some(config_key),
+        forwarder: forwarder.clone(),
+        tamper: Arc::clone(&tamper),
     };
-    let signal = serve_until_signal(api, gateway, &dev, config, demo, watch)?;
-    let integrity_stop = signal == INTEGRITY_STOP;
-    device::record(
-        &log,
-        if integrity_stop {
-            Event::new("daemon.stopped", "kawal", Outcome::Failure)
-                .with("reason", "integrity mismatch (on-mismatch = stop-serving)")
-        } else {
-            Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal)
-        },
-    )?;
+    let signal = if tamper.fired() {
+        TAMPER_STOP
+    } else {
+        serve_until_signal(api, gateway, &dev, config, demo, watch)?
+    };
+    let stopped = match signal {
+        INTEGRITY_STOP => Event::new("daemon.stopped", "kawal", Outcome::Failure)
+            .with("reason", "integrity mismatch (on-mismatch = stop-serving)"),
+        TAMPER_STOP => Event::new("daemon.stopped", "kawal", Outcome::Failure)
+            .with("reason", "tamper: keys destroyed, device locked"),
+        _ => Event::new("daemon.stopped", "kawal", Outcome::Success).with("signal", signal),
+    };
+    device::record(&log, stopped)?;
     // The API's state held the other references; it is gone once the server has stopped.
-    match std::sync::Arc::try_unwrap(log) {
-        Ok(log) => log.close().or_exit(Exit::Io, "audit log")?,
-        Err(log) => {
-            log.checkpoint().or_exit(Exit::Io, "audit log")?;
-        }
+    close_log(log)?;
+    stop_forwarder(forwarder);
+    if let Some(m) = monitor {
+        m.stop();
     }
     tracing::info!(signal, "kawal stopped");
-    if integrity_stop {
-        return Err(CliError::new(
+    match signal {
+        INTEGRITY_STOP => Err(CliError::new(
             Exit::DataErr,
             "integrity mismatch at run time (on-mismatch = stop-serving): stopped serving; see integrity.failed in the audit log",
-        ));
+        )),
+        TAMPER_STOP => {
+            drop(dev);
+            match tamper.keys_freed() {
+                Some((true, ms)) => tracing::error!(
+                    after_ms = ms,
+                    "key hierarchy freed: the root secret and the keys derived from it are zeroized"
+                ),
+                Some((false, ms)) => tracing::error!(
+                    after_ms = ms,
+                    "key hierarchy still referenced at exit; the process exit releases it"
+                ),
+                None => {}
+            }
+            Err(locked().map_or_else(
+                || CliError::new(Exit::Locked, "tamper detected: stopped serving"),
+                |i| {
+                    let mut e = crate::tamper::locked_error(&i);
+                    e.message = format!("tamper detected, stopped serving; {}", e.message);
+                    e
+                },
+            ))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
+
+/// What `serve_until_signal` returns when the tamper response stopped the daemon.
+const TAMPER_STOP: &str = "tamper";
 
 /// What `serve_until_signal` returns when an integrity mismatch stopped the daemon.
 const INTEGRITY_STOP: &str = "integrity-mismatch";
@@ -301,6 +387,8 @@ const INTEGRITY_STOP: &str = "integrity-mismatch";
 struct Watch {
     status: std::sync::Arc<crate::watch::Status>,
     integrity: Option<kawal_platform::integrity::PublicKey>,
+    forwarder: Option<std::sync::Arc<kawal_audit::Forwarder>>,
+    tamper: std::sync::Arc<crate::tamper::Response>,
 }
 
 /// The integrity check of a device that could not be opened: the error to exit with when
@@ -435,6 +523,17 @@ fn serve_until_signal(
                 stop_tx.clone(),
             ))
         });
+        let forward = match (&watch.forwarder, &config.log_forward) {
+            (Some(fwd), Some(s)) => Some(tokio::spawn(crate::forward::watch_loop(
+                std::sync::Arc::clone(fwd),
+                s.collector.clone(),
+                watch.status.forward(),
+                std::sync::Arc::clone(&audit),
+                std::sync::Arc::clone(dev),
+            ))),
+            _ => None,
+        };
+        drop(watch.forwarder);
         let exposure = tokio::spawn(crate::watch::exposure_loop(
             std::sync::Arc::clone(&watch.status),
             config.exposure.clone(),
@@ -444,8 +543,17 @@ fn serve_until_signal(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             Some(()) = stop_rx.recv() => INTEGRITY_STOP,
+            () = watch.tamper.stopped() => TAMPER_STOP,
         };
+        if name == TAMPER_STOP {
+            // The tamper event goes into the log before the shutdown's own records.
+            watch.tamper.alerted(std::time::Duration::from_secs(2)).await;
+        }
         drop(stop_tx);
+        if let Some(t) = forward {
+            t.abort();
+            let _ = t.await;
+        }
         if let Some(t) = integrity {
             t.abort();
         }

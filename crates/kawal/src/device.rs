@@ -365,8 +365,19 @@ impl Device {
 
     /// Opens the audit log for appending.
     pub fn audit_log(&self, checkpoint_every: u64) -> Result<AuditLog> {
+        self.audit_log_with(checkpoint_every, Vec::new())
+    }
+
+    /// Opens the audit log for appending, with `sinks` told of every durable batch (the log
+    /// forwarder's waker).
+    pub fn audit_log_with(
+        &self,
+        checkpoint_every: u64,
+        sinks: Vec<Box<dyn kawal_audit::Sink>>,
+    ) -> Result<AuditLog> {
         let options = AuditOptions {
             checkpoint_every,
+            sinks,
             ..AuditOptions::default()
         };
         AuditLog::open(

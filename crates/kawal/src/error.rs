@@ -10,6 +10,9 @@ pub enum Exit {
     DataErr = 65,
     /// The device is not provisioned, or a file is missing (EX_NOINPUT).
     NoInput = 66,
+    /// The device is locked after tamper: its keys were destroyed, it must be re-provisioned
+    /// (EX_UNAVAILABLE).
+    Locked = 69,
     /// The power-up self-test failed (EX_SOFTWARE).
     SelfTest = 70,
     /// A file could not be written or read (EX_IOERR).

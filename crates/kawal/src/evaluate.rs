@@ -15,6 +15,7 @@ mod access;
 mod elf;
 mod gateway;
 mod platform;
+mod response;
 
 use crate::daemon::StoredSelfTest;
 use crate::device::{Device, tables};
@@ -51,6 +52,8 @@ pub struct Facts {
     pub gateway: gateway::GatewayFacts,
     /// The executable, the integrity manifest and the exposure, checked now.
     pub platform: platform::PlatformFacts,
+    /// Log forwarding and tamper response.
+    pub response: response::ResponseFacts,
 }
 
 /// Reads every fact from the device, judging the access controls by `config` (the file the
@@ -94,6 +97,7 @@ pub fn gather(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Resu
     let access = access_facts(dev, config, &accounts)?;
     let gateway = gateway_facts(dev, &access, cert.as_ref())?;
     let platform = platform_facts(dev, &access.config)?;
+    let response = response_facts(dev, &access.config, log.as_ref().ok())?;
     Ok(Facts {
         info: dev.info.clone(),
         root_mode,
@@ -109,6 +113,26 @@ pub fn gather(dev: &Device, config: Option<&crate::config::ValidConfig>) -> Resu
         access,
         gateway,
         platform,
+        response,
+    })
+}
+
+fn response_facts(
+    dev: &Device,
+    config: &crate::config::ValidConfig,
+    log: Option<&kawal_audit::VerifyReport>,
+) -> Result<response::ResponseFacts> {
+    let forward = config.log_forward.clone();
+    Ok(response::ResponseFacts {
+        cursor: forward
+            .as_ref()
+            .and_then(|s| crate::forward::cursor_facts(&s.cursor_file)),
+        record: dev.get_json(tables::HEALTH, crate::forward::FORWARD_RECORD)?,
+        local_last_seq: log.map_or(0, |r| r.last_seq),
+        forward,
+        tamper_sources: response::tamper_sources(&config.tamper),
+        tamper: config.tamper.clone(),
+        now: std::time::SystemTime::now(),
     })
 }
 
@@ -250,7 +274,6 @@ fn later(code: &str, what: &str) -> Finding {
 }
 
 const UPDATE: &str = "TUF-verified updates with A/B slots and rollback";
-const PLATFORM: &str = "the tamper inputs and response";
 
 /// Every control's finding.
 pub fn findings(f: &Facts) -> Vec<Finding> {
@@ -541,20 +564,7 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
             "the audit log does not verify, so its events cannot be relied on",
         ),
     );
-    out.push(match &f.log {
-        Ok(r) => {
-            let mut finding = Finding::new("PL-4-2", Verdict::NotMet)
-                .evidence("verification", format!("{} entries, {} signed checkpoints, chain intact", r.entries, r.checkpoints))
-                .evidence("anchor", if r.anchor_checked { "checked against the sealed anchor in the store" } else { "none" })
-                .evidence("unsigned entries after the last checkpoint", r.unsigned_tail.to_string())
-                .evidence("tamper records", format!("{}", r.tamper_records.len()));
-            finding = finding.reason(
-                "local protection only: the log is hash-chained, signed and anchored in the store, but someone who can write the disk can roll the store and the log back together (no hardware monotonic counter), and the log is not yet forwarded off the device (RFC 5425), so loss is not prevented",
-            );
-            finding
-        }
-        Err(e) => Finding::new("PL-4-2", Verdict::NotMet).reason(format!("the audit log does not verify: {e}")),
-    });
+    out.push(response::pl_4_2(&f.log, &f.response, &f.events));
     out.push(match f.clock {
         ClockState::Synchronised => Finding::new("PL-4-3", Verdict::Met)
             .evidence("kernel clock", "synchronised (adjtimex STA_UNSYNC clear)")
@@ -567,7 +577,7 @@ pub fn findings(f: &Facts) -> Vec<Finding> {
     // Physical security.
     out.push(plat_take("PH-1-1"));
     out.push(plat_take("PH-1-2"));
-    out.push(later("PH-2-1", PLATFORM));
+    out.push(response::ph_2_1(&f.response, &f.events));
     out
 }
 

@@ -13,6 +13,8 @@
 //! - [`evaluate`]: the evidence read from the device and the verdict of each G045 control.
 //! - [`integrity`]: the signed integrity manifest (`kawal integrity`); [`exposure`]: services
 //!   and interfaces (`kawal exposure check`); [`watch`]: the daemon's periodic checks of both.
+//! - [`forward`]: the audit log forwarded to a remote collector (`kawal log verify --remote`);
+//!   [`tamper`]: the tamper response and the lock after it (`kawal tamper status`).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod error;
 pub mod est;
 pub mod evaluate;
 pub mod exposure;
+pub mod forward;
 pub mod gateway;
 pub mod integrity;
 pub mod output;
@@ -33,6 +36,7 @@ pub mod recover;
 pub mod reset;
 pub mod serve;
 pub mod strength;
+pub mod tamper;
 pub mod watch;
 
 pub use error::{CliError, Exit};

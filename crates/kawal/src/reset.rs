@@ -110,7 +110,10 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
         )),
     }
     // Crypto-erase first: without the root, nothing left anywhere can be opened.
-    shred(&layout.root_sealed())?;
+    // (Already gone on a device locked after tamper.)
+    if layout.root_sealed().exists() {
+        shred(&layout.root_sealed())?;
+    }
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .or_exit(Exit::Io, "fsync folder")?;

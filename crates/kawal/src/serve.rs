@@ -16,6 +16,9 @@ use crate::config::ValidConfig;
 use crate::device::{Device, tables};
 use crate::error::{CliError, Context, Exit, Result};
 
+/// What key-using answers say once the tamper response has started.
+const TAMPERED: &str = "device locked after tamper: its keys are destroyed";
+
 /// The daemon's answers to the API.
 pub struct DeviceBackend {
     dev: Arc<Device>,
@@ -30,9 +33,12 @@ impl Backend for DeviceBackend {
         let clock = kawal_platform::clock::kernel_sync_state();
         let stats = self.dev.store.stats().ok();
         let (integrity, exposure) = self.watch.health();
+        let (log_forward, tamper) = self.watch.response_health();
         json!({
             "integrity": integrity,
             "exposure": exposure,
+            "log_forward": log_forward,
+            "tamper": tamper,
             "uid": self.dev.info.uid,
             "product": crate::PRODUCT,
             "dev_device": self.dev.info.dev,
@@ -56,10 +62,16 @@ impl Backend for DeviceBackend {
     }
 
     fn report(&self) -> std::result::Result<kawal_compliance::Report, String> {
+        if self.watch.tampered() {
+            return Err(TAMPERED.into());
+        }
         crate::evaluate::report_with(&self.dev, Some(&self.config)).map_err(|e| e.to_string())
     }
 
     fn verify_log(&self) -> std::result::Result<std::result::Result<String, String>, String> {
+        if self.watch.tampered() {
+            return Err(TAMPERED.into());
+        }
         match self.dev.verify_log() {
             Ok(Ok(r)) => Ok(Ok(format!(
                 "{} entries, {} signed checkpoints",

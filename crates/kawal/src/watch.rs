@@ -19,6 +19,10 @@ pub struct Status {
     integrity_settings: IntegritySettings,
     integrity: Mutex<Option<Verification>>,
     exposure: Mutex<Tracker>,
+    forward_settings: Option<crate::config::forward::LogForwardSettings>,
+    forward: crate::forward::Shared,
+    tamper_settings: kawal_platform::tamper::ValidConfig,
+    tamper: Arc<crate::tamper::Response>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -27,12 +31,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Status {
     /// Nothing checked yet.
-    pub fn new(config: &ValidConfig) -> Arc<Self> {
+    pub fn new(config: &ValidConfig, tamper: Arc<crate::tamper::Response>) -> Arc<Self> {
         Arc::new(Self {
             integrity_settings: config.integrity.clone(),
             integrity: Mutex::new(None),
             exposure: Mutex::new(Tracker::default()),
+            forward_settings: config.log_forward.clone(),
+            forward: crate::forward::Shared::default(),
+            tamper_settings: config.tamper.clone(),
+            tamper,
         })
+    }
+
+    /// Where the forwarder's watcher keeps its latest status.
+    pub fn forward(&self) -> crate::forward::Shared {
+        Arc::clone(&self.forward)
+    }
+
+    /// The kill switch of the tamper response: set, nothing may use the keys any more.
+    pub fn tampered(&self) -> bool {
+        self.tamper.fired()
+    }
+
+    /// The `log_forward` and `tamper` parts of the health answer.
+    pub fn response_health(&self) -> (serde_json::Value, serde_json::Value) {
+        let st = lock(&self.forward).clone();
+        let forward = match (&self.forward_settings, st) {
+            (Some(s), None) => {
+                serde_json::json!({ "state": "starting", "collector": s.collector })
+            }
+            (s, st) => crate::forward::health(s.as_ref(), st.as_ref()),
+        };
+        (
+            forward,
+            crate::tamper::health(&self.tamper_settings, &self.tamper),
+        )
     }
 
     /// Keeps the latest integrity check.

@@ -86,7 +86,8 @@ pub struct ForwardStatus {
     /// The declared overlap: entries that may arrive twice after a broken connection or a
     /// restart ([`ForwardConfig::confirm_max_entries`]).
     pub declared_overlap: u64,
-    /// Messages sent since start, resent ones included.
+    /// Messages written to the collector since start: resent ones included, and those of a
+    /// write that failed (part of it may have arrived).
     pub messages_sent: u64,
     /// Messages this process sent again after a broken connection. Entries that an earlier
     /// process sent without confirmation are resent after a restart as ordinary messages
@@ -254,15 +255,17 @@ impl Pump {
         let last = self.follower.last().seq;
         let n = last - before;
         if n > 0 {
+            // Counted when written, even if the write then fails: part of it may have
+            // reached the collector, and will be sent again.
+            self.status.messages_sent += n;
+            self.status.messages_resent += self.high_water.min(last).saturating_sub(before);
+            self.high_water = self.high_water.max(last);
             if let Err(e) = conn.send(&self.frames) {
                 self.broken(&e, now);
                 return Duration::ZERO;
             }
             self.unconfirmed += n;
             self.first_unconfirmed_at.get_or_insert(now);
-            self.status.messages_sent += n;
-            self.status.messages_resent += self.high_water.min(last).saturating_sub(before);
-            self.high_water = self.high_water.max(last);
             self.status.sent_seq = last;
         }
         if let Err(e) = read {
@@ -453,8 +456,34 @@ impl Pump {
         self.status.stalled = stall.is_some();
     }
 
-    /// Confirms what was sent and closes (on stop).
+    /// On stop: sends what the log holds beyond the last sent entry (the caller's final
+    /// records, such as the daemon's stop event, are appended just before), confirms it and
+    /// closes. One attempt, even during a back-off (stopping is this process's last chance),
+    /// bounded by the connect and I/O time-outs; a failure leaves it to the next start.
     pub fn shutdown(&mut self, now: Instant) {
+        self.refresh_local(now, true);
+        if self.stall.is_none() {
+            self.retry_at = None;
+            // Each round sends up to the overlap, then confirms; stop at the first failure
+            // or when a round makes no progress.
+            for _ in 0..1024 {
+                let before = (self.follower.last().seq, self.status.last_error_at);
+                if before.0 >= self.status.local_seq {
+                    break;
+                }
+                self.step(Instant::now());
+                if self.unconfirmed > 0 {
+                    self.confirm(Instant::now());
+                }
+                if (self.follower.last().seq, self.status.last_error_at) == before
+                    || self.status.last_error_at != before.1
+                {
+                    break;
+                }
+                self.retry_at = None;
+                self.refresh_local(Instant::now(), true);
+            }
+        }
         if self.unconfirmed > 0 {
             self.confirm(now);
         } else if let Some(conn) = self.conn.take() {

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! - PRI: facility `authpriv` (10); severity from the entry: `critical` for
-//!   `audit.tamper_detected`, `warning` for `denied` and `failure`, `notice` for `success`,
+//!   `audit.tamper_detected` and the [`CRITICAL_EVENTS`], `warning` for `denied` and `failure`, `notice` for `success`,
 //!   `info` otherwise.
 //! - TIMESTAMP: the entry's wall time (`YYYY-MM-DDTHH:MM:SS.ffffffZ`).
 //! - HOSTNAME: the device UID, so one collector file can hold several devices.
@@ -48,9 +48,15 @@ pub const MAX_HOSTNAME_LEN: usize = 255;
 /// arrives cut and fails the check.
 pub const MAX_MESSAGE_LEN: usize = 2 << 20;
 
+/// Events the device raises as critical besides the log's own tamper record: physical tamper
+/// (the device destroyed its keys) and a forwarding backlog at its alarm level.
+pub const CRITICAL_EVENTS: [&str; 2] = ["device.tamper", "log.forward-backlog"];
+
 /// The syslog severity of `e` (RFC 5424 numeric code).
 pub fn severity(e: &EntryFields<'_>) -> u8 {
-    if e.event == entry::TAMPER_EVENT.as_bytes() {
+    if e.event == entry::TAMPER_EVENT.as_bytes()
+        || CRITICAL_EVENTS.iter().any(|c| e.event == c.as_bytes())
+    {
         return 2;
     }
     match e.outcome {

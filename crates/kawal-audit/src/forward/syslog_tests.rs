@@ -76,6 +76,10 @@ fn severity_follows_the_outcome_and_tamper_is_critical() {
     assert_eq!(severity(&EntryFields::from(&e)), 6);
     e.event = entry::TAMPER_EVENT.into();
     assert_eq!(severity(&EntryFields::from(&e)), 2);
+    for name in CRITICAL_EVENTS {
+        e.event = name.into();
+        assert_eq!(severity(&EntryFields::from(&e)), 2, "{name}");
+    }
 }
 
 /// G045: PL-4-2

@@ -153,6 +153,23 @@ impl Gateway {
         }
     }
 
+    /// Waits up to `secs` for the daemon to exit on its own; its exit code if it did.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(s)) = c.try_wait()
+            {
+                self.child = None;
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the daemon with SIGTERM; returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -9,6 +9,7 @@
 
 pub mod gateway;
 pub mod mosquitto;
+pub mod rsyslog;
 pub mod sensors;
 
 use std::path::{Path, PathBuf};
