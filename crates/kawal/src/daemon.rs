@@ -293,6 +293,19 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
             .put(tables::HEALTH, "config-sha256", &json)
             .or_exit(Exit::Io, "store")?;
     }
+    // How confined this process runs, for the report (another process): PL-3-1 evidence.
+    match crate::confinement::Confinement::of_self() {
+        Ok(c) => {
+            if !c.confined() {
+                tracing::warn!(problems = ?c.problems(), "the daemon runs unconfined (packaging/systemd/kawal.service confines it)");
+            }
+            let json = serde_json::to_vec(&c).or_exit(Exit::Failure, "confinement")?;
+            dev.store
+                .put(tables::HEALTH, CONFINEMENT_RECORD, &json)
+                .or_exit(Exit::Io, "store")?;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the daemon's confinement"),
+    }
     // The installed files against the signed manifest, before anything is served.
     let status = crate::watch::Status::new(config, Arc::clone(&tamper));
     let config_key = crate::integrity::config_public_key(&dev)?;
@@ -378,6 +391,9 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
 
 /// What `serve_until_signal` returns when the tamper response stopped the daemon.
 const TAMPER_STOP: &str = "tamper";
+
+/// The store record (table `health`) of the daemon's confinement at its last start.
+pub const CONFINEMENT_RECORD: &str = "confinement";
 
 /// What `serve_until_signal` returns when an integrity mismatch stopped the daemon.
 const INTEGRITY_STOP: &str = "integrity-mismatch";

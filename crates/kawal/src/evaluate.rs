@@ -160,6 +160,7 @@ fn platform_facts(
         integrity,
         exposure_settings: config.exposure.clone(),
         exposure: crate::exposure::assess(&config.exposure),
+        confinement: dev.get_json(tables::HEALTH, crate::daemon::CONFINEMENT_RECORD)?,
     })
 }
 

@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod confinement;
 pub mod daemon;
 pub mod devcert;
 pub mod device;

@@ -30,7 +30,7 @@ fn report(api: &mut Api) -> Value {
     r.json().unwrap()
 }
 
-/// G045: AU-1-1, AU-1-2, AU-1-3, AU-1-5, AU-1-6, AU-1-7, AU-1-8, AU-2-2, AU-2-3, DS-3-1, DS-3-2, PL-3-2
+/// G045: AU-1-1, AU-1-2, AU-1-3, AU-1-5, AU-1-6, AU-1-7, AU-1-8, AU-2-2, AU-2-3, DS-3-1, DS-3-2, PL-3-1, PL-3-2
 #[test]
 fn the_served_report_reads_the_access_controls_from_the_live_daemon() {
     let mut gw = Gateway::start();
@@ -54,6 +54,26 @@ fn the_served_report_reads_the_access_controls_from_the_live_daemon() {
         pl32.contains("TLSv1_3") && pl32.contains("TLS13_AES_256_GCM_SHA384"),
         "{pl32}"
     );
+    // The daemon's own confinement as it recorded it at start (the test runs it by hand,
+    // as root: not confined, and said so).
+    let pl31 = control(&rep, "PL-3-1");
+    let confinement = pl31["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["label"] == "daemon confinement (its last start)")
+        .unwrap_or_else(|| panic!("no confinement evidence: {pl31}"));
+    let shown = confinement["value"].as_str().unwrap();
+    let me = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = me
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap();
+    assert!(shown.starts_with(&format!("uid {uid},")), "{shown}");
+    if uid == "0" {
+        assert!(shown.contains("runs as root"), "{shown}");
+    }
     // Judged by the file in force, not the defaults.
     let au13 = control(&rep, "AU-1-3").to_string();
     assert!(au13.contains("configuration file in force"), "{au13}");

@@ -33,6 +33,8 @@ pub struct PlatformFacts {
     pub exposure_settings: ExposureSettings,
     /// Services and interfaces assessed now.
     pub exposure: Assessment,
+    /// The daemon's confinement at its last start (none before the first).
+    pub confinement: Option<crate::confinement::Confinement>,
 }
 
 fn n(events: &BTreeMap<String, u64>, key: &str) -> u64 {
@@ -241,6 +243,18 @@ fn pl_3_1(p: &PlatformFacts, events: &BTreeMap<String, u64>) -> Finding {
                 n(events, "exposure.enforced")
             ),
         );
+    f = f.evidence(
+        "daemon confinement (its last start)",
+        match &p.confinement {
+            None => "not recorded (the daemon has not run)".to_owned(),
+            Some(c) if c.confined() => format!("{} (as the shipped unit sets it)", c.summary()),
+            Some(c) => format!(
+                "{}: {} (packaging/systemd/kawal.service confines it)",
+                c.summary(),
+                c.problems().join(", ")
+            ),
+        },
+    );
     let seen: Vec<&str> = a
         .evidence
         .iter()
@@ -370,6 +384,7 @@ mod tests {
             integrity: None,
             exposure_settings: cfg.exposure,
             exposure: Assessment::default(),
+            confinement: None,
         }
     }
 
