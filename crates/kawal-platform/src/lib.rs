@@ -78,9 +78,20 @@ pub(crate) const DT_SERIAL: &str = "/proc/device-tree/serial-number";
 /// `/proc/device-tree/serial-number` (missing, unreadable or empty ones contribute a fixed
 /// "absent" marker). Returns the 32 bytes and the names of the sources used, for the report.
 ///
-/// The DMI UUID is readable by root only, so the binding differs between root and other users;
-/// the daemon runs as root.
+/// The DMI UUID is readable by root only: a daemon running as its own user reads the copy
+/// that systemd hands it as the credential `dmi-product-uuid` (in `$CREDENTIALS_DIRECTORY`,
+/// `packaging/systemd/kawal.service.d/dmi.conf.example`), so it binds as `kawal init` run as
+/// root did.
 pub fn machine_binding(root: &SysRoot) -> (Vec<u8>, Vec<&'static str>) {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    machine_binding_with(root, credentials.as_deref())
+}
+
+/// [`machine_binding`] with the credentials folder given (tests).
+pub fn machine_binding_with(
+    root: &SysRoot,
+    credentials: Option<&std::path::Path>,
+) -> (Vec<u8>, Vec<&'static str>) {
     let sources: [(&'static str, &str); 3] = [
         ("machine-id", MACHINE_ID),
         ("dmi-product-uuid", DMI_PRODUCT_UUID),
@@ -91,7 +102,11 @@ pub fn machine_binding(root: &SysRoot) -> (Vec<u8>, Vec<&'static str>) {
     for (name, path) in sources {
         input.extend_from_slice(name.as_bytes());
         input.push(0);
-        match std::fs::read(root.path(path)) {
+        let read = std::fs::read(root.path(path)).or_else(|e| match credentials {
+            Some(dir) if path == DMI_PRODUCT_UUID => std::fs::read(dir.join(name)),
+            _ => Err(e),
+        });
+        match read {
             Ok(bytes) if !bytes.is_empty() => {
                 input.push(1);
                 input.extend_from_slice(
@@ -118,6 +133,26 @@ mod tests {
             PathBuf::from("/tmp/x/etc/machine-id")
         );
         assert_eq!(SysRoot::host().path("/etc/a"), PathBuf::from("/etc/a"));
+    }
+
+    /// G045: AU-3-1 — a daemon that cannot read the DMI UUID (not root) binds the same as
+    /// root through the credential systemd hands it.
+    #[test]
+    fn the_dmi_credential_stands_in_for_the_root_only_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot(dir.path().join("root"));
+        std::fs::create_dir_all(root.path("/sys/class/dmi/id")).unwrap();
+        std::fs::write(root.path(DMI_PRODUCT_UUID), "4c4c4544-0042\n").unwrap();
+        let as_root = machine_binding_with(&root, None);
+        let creds = dir.path().join("creds");
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(creds.join("dmi-product-uuid"), "4c4c4544-0042\n").unwrap();
+        std::fs::remove_file(root.path(DMI_PRODUCT_UUID)).unwrap();
+        let without = machine_binding_with(&root, None);
+        assert_ne!(without.0, as_root.0);
+        let with_credential = machine_binding_with(&root, Some(&creds));
+        assert_eq!(with_credential, as_root);
+        assert!(with_credential.1.contains(&"dmi-product-uuid"));
     }
 
     /// G045: AU-3-1
