@@ -195,14 +195,12 @@ pub async fn run<S>(
     tracing::info!(uid = %identity.uid, %peer, "sensor connected");
 
     let started = Instant::now();
-    let (ack_tx, ack_rx) = mpsc::channel(settings.inflight);
-    let acker = tokio::spawn(ack_loop(ack_rx, Arc::clone(&session), Arc::clone(&broker)));
     let mut s = Running {
         broker: Arc::clone(&broker),
         peer,
         session: Arc::clone(&session),
         rd,
-        ack_tx,
+        acks: None,
         closed: session.closed(),
         shutdown,
         keep_alive: Duration::from_millis(u64::from(admitted.keep_alive) * 1500),
@@ -214,6 +212,7 @@ pub async fn run<S>(
     };
     let end = s.run().await;
     let received = s.received;
+    let acker = s.acks.take().map(|(_, task)| task);
     drop(s);
 
     if !matches!(end, End::Disconnect)
@@ -222,7 +221,9 @@ pub async fn run<S>(
         publish_will(&broker, &session, will);
     }
     broker.unregister(&session);
-    acker.abort();
+    if let Some(acker) = acker {
+        acker.abort();
+    }
     let _ = stop_tx.send(true);
     // A slow reader can hold the writer in a write: abort it after the grace.
     let abort = writer.abort_handle();
@@ -548,12 +549,17 @@ async fn ack_loop(
     }
 }
 
+/// Where the PUBACKs wait for the uplink's answers, in order.
+type AckSender = mpsc::Sender<(Pid, oneshot::Receiver<Result<(), UplinkRefusal>>)>;
+
 struct Running<S> {
     broker: Arc<Broker>,
     peer: SocketAddr,
     session: Arc<Session>,
     rd: ReadHalf<S>,
-    ack_tx: mpsc::Sender<(Pid, oneshot::Receiver<Result<(), UplinkRefusal>>)>,
+    /// The PUBACK sender and its task, started at the first QoS 1 publish: a sensor that only
+    /// subscribes, or sits idle, costs neither.
+    acks: Option<(AckSender, tokio::task::JoinHandle<()>)>,
     closed: watch::Receiver<Option<CloseReason>>,
     shutdown: watch::Receiver<bool>,
     keep_alive: Duration,
@@ -682,7 +688,17 @@ impl<S: AsyncRead + Unpin> Running<S> {
             .publish_from(&self.session, &p.topic_name, p.payload, qos, retain);
         self.received += 1;
         if let Some(pid) = p.qos_pid.pid() {
-            let send = self.ack_tx.send((pid, answer));
+            let inflight = self.settings().inflight;
+            let (ack_tx, _) = self.acks.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(inflight);
+                let task = tokio::spawn(ack_loop(
+                    rx,
+                    Arc::clone(&self.session),
+                    Arc::clone(&self.broker),
+                ));
+                (tx, task)
+            });
+            let send = ack_tx.send((pid, answer));
             tokio::select! {
                 r = send => if r.is_err() { return Some(self.closed_reason()) },
                 _ = self.closed.changed() => return Some(self.closed_reason()),

@@ -522,7 +522,9 @@ async fn serve(
     };
     let _ = tcp.set_nodelay(true);
     let config = Arc::clone(&shared.tls.read().unwrap_or_else(PoisonError::into_inner));
-    let accept = TlsAcceptor::from(config).accept(tcp);
+    // Boxed: the handshake's state (a whole TLS connection) would otherwise size this task
+    // for as long as the connection lives, not just for the handshake.
+    let accept = Box::pin(TlsAcceptor::from(config).accept(tcp));
     let timeout = broker.settings().handshake_timeout;
     let result = tokio::select! {
         r = tokio::time::timeout(timeout, accept) => r,

@@ -132,8 +132,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The page cache's bound. redb's own default (1 GiB) lets every page ever touched stay in
+/// memory; a gateway's store is small and its hot pages (queue, sensor registry, accounts)
+/// fit in far less, and an idle daemon should stay small.
+pub const CACHE_BYTES: usize = 16 << 20;
+
 fn builder(sharing: Sharing) -> redb::Builder {
     let mut b = redb::Database::builder();
+    b.set_cache_size(CACHE_BYTES);
     if sharing == Sharing::MultiProcess {
         b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
     }
@@ -167,6 +173,7 @@ const BACKEND: &str = "<backend>";
 
 fn backend_db(backend: impl StorageBackend) -> Result<redb::Database> {
     redb::Database::builder()
+        .set_cache_size(CACHE_BYTES)
         .create_with_backend(backend)
         .map_err(|e| not_a_store(Path::new(BACKEND), e))
 }
