@@ -31,7 +31,7 @@ use kawal_audit::{AuditLog, Event, FloodControl, Outcome};
 use mqtt_proto::v3::{Packet, Publish};
 use mqtt_proto::{Pid, QoS, QosPid, TopicName};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::acl::Acl;
 use crate::frame;
@@ -99,7 +99,12 @@ struct Pending {
 
 #[derive(Default)]
 struct OutState {
-    /// Bytes in the channel to the writer task plus bytes held in `pending`.
+    /// Encoded packets waiting for the writer task (no allocation while empty: an idle
+    /// session holds no buffer).
+    outq: VecDeque<Bytes>,
+    /// The writer task has ended: nothing more can be queued.
+    writer_gone: bool,
+    /// Bytes in `outq` plus bytes held in `pending`.
     queued: usize,
     inflight: HashMap<u16, usize>,
     pending: VecDeque<Pending>,
@@ -112,7 +117,8 @@ pub struct Session {
     identity: Identity,
     role: String,
     close: watch::Sender<Option<CloseReason>>,
-    tx: mpsc::UnboundedSender<Bytes>,
+    /// Wakes the writer task when packets are queued.
+    wake: Notify,
     out: Mutex<OutState>,
     filters: Mutex<BTreeMap<String, QoS>>,
     max_queued: usize,
@@ -172,8 +178,30 @@ impl Session {
         if out.queued.saturating_add(bytes.len()) > self.max_queued {
             return false;
         }
+        if out.writer_gone {
+            return false;
+        }
         out.queued += bytes.len();
-        self.tx.send(bytes).is_ok()
+        out.outq.push_back(bytes);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Takes every packet queued for the writer (the writer task only).
+    pub(crate) fn take_out(&self) -> VecDeque<Bytes> {
+        std::mem::take(&mut lock(&self.out).outq)
+    }
+
+    /// Waits until packets may have been queued (the writer task only).
+    pub(crate) async fn queued(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The writer task has ended: later packets are refused, not queued for nobody.
+    pub(crate) fn writer_gone(&self) {
+        let mut out = lock(&self.out);
+        out.writer_gone = true;
+        out.outq.clear();
     }
 
     /// Queues a packet the session itself answers with (CONNACK, PUBACK, SUBACK, ...).
@@ -466,8 +494,8 @@ impl Broker {
         &self.audit
     }
 
-    /// Registers the session of a sensor whose CONNECT was accepted. The returned receiver
-    /// carries what the session's writer must write.
+    /// Registers the session of a sensor whose CONNECT was accepted; its writer task takes
+    /// what to write with [`Session::take_out`].
     ///
     /// # Errors
     /// [`RegisterError::Clone`] when a live session uses the same certificate; that session
@@ -477,15 +505,14 @@ impl Broker {
         identity: &Identity,
         role: &str,
         source: IpAddr,
-    ) -> Result<(Arc<Session>, mpsc::UnboundedReceiver<Bytes>), RegisterError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> Result<Arc<Session>, RegisterError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session {
             id,
             identity: identity.clone(),
             role: role.to_owned(),
             close: watch::Sender::new(None),
-            tx,
+            wake: Notify::new(),
             out: Mutex::new(OutState::default()),
             filters: Mutex::new(BTreeMap::new()),
             max_queued: self.settings.max_queued_bytes,
@@ -526,7 +553,7 @@ impl Broker {
             );
         }
         self.counters.sessions_total.fetch_add(1, Ordering::Relaxed);
-        Ok((session, rx))
+        Ok(session)
     }
 
     /// Removes a session and its subscriptions (when the connection ends).

@@ -44,7 +44,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kawal_audit::{Event, Outcome};
 use mqtt_proto::v3::{
     Connack, Connect, ConnectReturnCode, LastWill, Packet, Publish, Suback, Subscribe,
@@ -162,7 +161,7 @@ pub async fn run<S>(
         let _ = stream.shutdown().await;
         return;
     };
-    let (session, rx) = match broker.register(&identity, &admitted.role, peer.ip()) {
+    let session = match broker.register(&identity, &admitted.role, peer.ip()) {
         Ok(s) => s,
         Err(RegisterError::Clone) => {
             broker.count_refused("clone-detected");
@@ -178,7 +177,7 @@ pub async fn run<S>(
     }
     let (rd, wr) = tokio::io::split(stream);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(write_loop(wr, rx, Arc::clone(&session), stop_rx));
+    let writer = tokio::spawn(write_loop(wr, Arc::clone(&session), stop_rx));
     session.send(&Packet::Connack(Connack::new(
         false,
         ConnectReturnCode::Accepted,
@@ -475,25 +474,23 @@ fn publish_will(broker: &Broker, session: &Session, will: &LastWill) {
 /// Writes what the session queues, until told to stop.
 async fn write_loop<S: AsyncWrite + Send + 'static>(
     mut wr: WriteHalf<S>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
     session: Arc<Session>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let first = tokio::select! {
-            biased;
-            m = rx.recv() => m,
-            _ = stop.changed() => None,
-        };
-        let Some(first) = first else {
-            break;
-        };
+        let mut batch = session.take_out();
+        if batch.is_empty() {
+            // What was queued before a stop is still written (e.g. a last SUBACK).
+            tokio::select! {
+                biased;
+                () = session.queued() => continue,
+                _ = stop.changed() => break,
+            }
+        }
         let write = async {
-            wr.write_all(&first).await?;
-            session.written(first.len());
-            while let Ok(more) = rx.try_recv() {
-                wr.write_all(&more).await?;
-                session.written(more.len());
+            while let Some(packet) = batch.pop_front() {
+                wr.write_all(&packet).await?;
+                session.written(packet.len());
             }
             wr.flush().await
         };
@@ -507,16 +504,18 @@ async fn write_loop<S: AsyncWrite + Send + 'static>(
         };
         if !done {
             // A packet may be half written: write nothing more.
+            session.writer_gone();
             let _ = wr.shutdown().await;
             return;
         }
     }
     // Flush what is already queued (e.g. a last SUBACK) without waiting on a slow reader.
-    while let Ok(more) = rx.try_recv() {
-        if wr.write_all(&more).await.is_err() {
+    for packet in session.take_out() {
+        if wr.write_all(&packet).await.is_err() {
             break;
         }
     }
+    session.writer_gone();
     let _ = wr.shutdown().await;
 }
 
