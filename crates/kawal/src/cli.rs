@@ -453,9 +453,35 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose debug and trace events are left out of release builds whatever `KAWAL_LOG`
+/// says: they log protocol internals, and a release build logs kawal's own events only beyond
+/// `info` (docs/hardening.md, ST-D-24).
+const QUIET_IN_RELEASE: &[&str] = &[
+    "rustls",
+    "tokio_rustls",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "axum",
+    "tower",
+    "tower_http",
+    "reqwest",
+    "redb",
+    "mio",
+    "tokio",
+];
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KAWAL_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("KAWAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !cfg!(debug_assertions) {
+        for target in QUIET_IN_RELEASE {
+            // Replaces a directive for the same target given in KAWAL_LOG.
+            if let Ok(d) = format!("{target}=info").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
