@@ -18,6 +18,7 @@ use crate::guard::peer;
 use crate::reply::LOGIN_FAILED;
 use crate::state::{AppState, Principal, Via};
 
+pub mod platform;
 pub mod sensors;
 
 /// What the layout shows around every page.
@@ -35,6 +36,7 @@ pub struct Chrome {
     can_devices: bool,
     can_log: bool,
     can_report: bool,
+    can_platform: bool,
 }
 
 impl Chrome {
@@ -54,6 +56,7 @@ impl Chrome {
             can_devices: allows(Privilege::DevicesRead),
             can_log: allows(Privilege::LogRead),
             can_report: allows(Privilege::ReportRead),
+            can_platform: allows(Privilege::ReportRead),
         }
     }
 }
@@ -94,6 +97,7 @@ pub fn forbidden_page() -> Response {
             can_devices: false,
             can_log: false,
             can_report: false,
+            can_platform: false,
         },
         heading: "Not permitted",
         text: "Your role does not allow this page or action. Ask an administrator if you need it.",
@@ -376,6 +380,8 @@ struct Card {
 struct DashboardPage {
     chrome: Chrome,
     cards: Vec<Card>,
+    /// Integrity, exposure, log forwarding and tamper in one line, and its styling.
+    platform: (String, &'static str),
 }
 
 /// `GET /dashboard`.
@@ -497,6 +503,7 @@ pub async fn dashboard(
         &DashboardPage {
             chrome: Chrome::new(&state, Some(&p), "dashboard"),
             cards,
+            platform: platform::summary(&h),
         },
     )
 }

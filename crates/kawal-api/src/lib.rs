@@ -1,5 +1,5 @@
 //! The HTTPS management API and web console (G045 AU-1-2, AU-1-5..7, AU-2-2, AU-2-3, DS-3-1,
-//! DS-3-2, PL-3-2).
+//! DS-3-2, PL-1-4, PL-3-1, PL-3-2).
 //!
 //! - [`tls`]: the rustls server configuration (TLS 1.3, TLS 1.2 with ECDHE + AEAD only).
 //! - [`server`]: the accept loop: connection cap, handshake and header time-outs, size limits.
@@ -8,6 +8,8 @@
 //! - [`api`] and [`console`]: the JSON API and the server-rendered console.
 //! - [`flow`]: login, password change and re-authentication shared by both.
 //! - [`sensors`]: the operator's sensor routes and the EST enrolment subset.
+//! - [`platform`]: integrity, services and interfaces, tamper and log forwarding; the
+//!   integrity check on demand.
 //! - [`pool`]: the bounded Argon2id worker pool.
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod flow;
 pub mod guard;
 pub mod headers;
 pub mod openapi;
+pub mod platform;
 pub mod pool;
 pub mod reply;
 pub mod routes;

@@ -15,7 +15,7 @@ fn status_text(code: u16) -> &'static str {
             "Not permitted, CSRF or cross-site refusal, password change or re-authentication required"
         }
         404 => "No such resource",
-        409 => "Conflict (exists, or the last administrator)",
+        409 => "Conflict (exists, the last administrator, or an integrity check already running)",
         413 => "Request too large",
         415 => "Unsupported media type",
         422 => "The JSON body does not have the expected fields",

@@ -10,7 +10,7 @@ use http::Method;
 use kawal_auth::roles::{Privilege, Role};
 
 use crate::state::AppState;
-use crate::{api, console, sensors};
+use crate::{api, console, platform, sensors};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +114,8 @@ const READ_ERRORS: &[u16] = &[400, 401, 403, 500];
 const WRITE_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500];
 /// Sensor routes: as writes, plus 503 when the gateway is not running.
 const SENSOR_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500, 503];
+/// The integrity check on demand: 409 while another runs (or the device cannot check).
+const VERIFY_ERRORS: &[u16] = &[401, 403, 409, 500];
 /// EST: a refused token or certificate is 401.
 const EST_ERRORS: &[u16] = &[400, 401, 404, 409, 413, 500, 503];
 
@@ -156,6 +158,8 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/v1/audit/entries", Needs(LogRead), Api, false, READ_ERRORS, "Audit log entries (filters: event, since, outcome, limit)", || get(api::audit_entries)),
     route!(GET "/api/v1/audit/verify", Needs(LogRead), Api, false, READ_ERRORS, "Verify the audit log's chain and signatures", || get(api::audit_verify)),
     route!(GET "/api/v1/report", Needs(ReportRead), Api, false, READ_ERRORS, "The G045 compliance report (format: json, html, markdown)", || get(api::report)),
+    route!(GET "/api/v1/platform", Needs(ReportRead), Api, false, READ_ERRORS, "Platform state in full: integrity, services and interfaces findings, tamper, log forwarding", || get(platform::show)),
+    route!(POST "/api/v1/integrity/verify", Needs(ConfigManage), Api, false, VERIFY_ERRORS, "Check the installed files against the integrity manifest now (one check at a time; 409 while one runs)", || post(platform::verify)),
     // Console.
     route!(GET "/api/v1/sensors", Needs(DevicesRead), Api, false, READ_ERRORS, "List sensors: role, state, certificate serial and expiry, last seen", || get(sensors::list)),
     route!(POST "/api/v1/sensors", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Enrol a sensor: a one-time token for EST simpleenroll, shown once", || post(sensors::enroll)),
@@ -183,6 +187,8 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/sensors", Needs(DevicesRead), Page, false, &[500], "Sensors: state, certificate serial and expiry, last seen; the gateway's live state", || get(console::sensors::sensors_page)),
     route!(POST "/sensors", Needs(DevicesManage), Page, false, &[400, 409, 500, 503], "Enrol a sensor: the one-time token is shown once, on the answer page", || post(console::sensors::enrol)),
     route!(POST "/sensors/{name}", Needs(DevicesManage), Page, false, &[400, 404, 409, 500, 503], "Change a sensor (revoke, confirmed; renew: a new one-time token)", || post(console::sensors::change)),
+    route!(GET "/platform", Needs(ReportRead), Page, false, &[500], "Platform: integrity, services and interfaces findings, tamper, log forwarding", || get(console::platform::page)),
+    route!(POST "/platform/verify", Needs(ConfigManage), Page, false, &[409, 500], "Verify integrity now", || post(console::platform::verify)),
     route!(GET "/audit", Needs(LogRead), Page, false, &[], "Audit log viewer", || get(console::audit)),
     route!(GET "/report", Needs(ReportRead), Page, false, &[], "G045 report", || get(console::report)),
     route!(GET "/static/console.css", Public, Page, false, &[], "Style sheet", || get(console::css)),

@@ -25,6 +25,20 @@ pub trait Backend: Send + Sync {
     fn report(&self) -> Result<kawal_compliance::Report, String>;
     /// Verifies the audit log; `Ok(summary)` when intact, `Err(finding)` when not.
     fn verify_log(&self) -> Result<Result<String, String>, String>;
+    /// What the platform watchers found, in full (G045 PL-1-4, PL-3-1): `integrity` (state,
+    /// last check, every problem and file), `exposure` (summary and every finding with its
+    /// severity, control, subject, owner and what to do), `tamper` (state, inputs) and
+    /// `log_forward` (state, connection, backlog, last confirmation).
+    fn platform(&self) -> serde_json::Value;
+    /// Checks the installed files against the integrity manifest now (blocking: it hashes
+    /// every listed file; [`crate::platform::run_verify`] calls it off the runtime, one at a
+    /// time), records `integrity.verified` or `integrity.failed` with trigger `api` and
+    /// `actor`, keeps the result for health, and answers it as JSON (`state`,
+    /// `files_checked`, `files_failed`, `problems`, `files`, `last_check`).
+    fn verify_integrity(
+        &self,
+        actor: &str,
+    ) -> Result<serde_json::Value, crate::platform::VerifyError>;
 }
 
 /// Settings of the API beyond TLS and socket limits.
@@ -105,6 +119,8 @@ pub struct AppState {
     /// Flood control for the events an unauthenticated peer causes at will (see
     /// [`AppState::record_limited`]); shared with the gateway's EST refusals.
     pub flood: Arc<FloodControl>,
+    /// Set while an on-demand integrity check runs (one at a time).
+    pub(crate) integrity_running: Arc<std::sync::atomic::AtomicBool>,
     started: Instant,
 }
 
@@ -158,6 +174,7 @@ impl AppState {
                 FLOOD_WINDOW,
                 Instant::now(),
             )),
+            integrity_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             started: Instant::now(),
         }
     }

@@ -162,6 +162,14 @@ impl Backend for Device {
     fn verify_log(&self) -> Result<Result<String, String>, String> {
         Ok(Ok("intact".into()))
     }
+    fn platform(&self) -> Value {
+        json!({})
+    }
+    fn verify_integrity(&self, _actor: &str) -> Result<Value, kawal_api::platform::VerifyError> {
+        Err(kawal_api::platform::VerifyError::Refused(
+            "not in this test".into(),
+        ))
+    }
 }
 
 struct Signer(SigningKey<AuditSigning>);

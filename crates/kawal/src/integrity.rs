@@ -28,7 +28,7 @@ const EVENT_PROBLEMS: usize = 10;
 pub struct Verification {
     /// When it ran (RFC 3339, UTC).
     pub at: String,
-    /// What started it: `power-up`, `periodic`, `operator`, `report`.
+    /// What started it: `power-up`, `periodic`, `operator`, `report`, `api`.
     pub trigger: String,
     /// The manifest checked.
     pub manifest: PathBuf,
@@ -58,10 +58,16 @@ impl Verification {
     /// The audit event: `integrity.verified` (info) or `integrity.failed` (failure, naming
     /// the files and their problems: paths and hashes only, never key material).
     pub fn event(&self) -> Event {
+        self.event_by("kawal")
+    }
+
+    /// As [`Verification::event`], naming who asked for the check (an account, for a check
+    /// started over the API or the console).
+    pub fn event_by(&self, actor: &str) -> Event {
         let mut e = if self.ok {
-            Event::new("integrity.verified", "kawal", Outcome::Info)
+            Event::new("integrity.verified", actor, Outcome::Info)
         } else {
-            Event::new("integrity.failed", "kawal", Outcome::Failure)
+            Event::new("integrity.failed", actor, Outcome::Failure)
         }
         .with("trigger", self.trigger.as_str())
         .with("manifest", self.manifest.display().to_string())
@@ -123,6 +129,23 @@ impl Verification {
             "period_s": settings.period.as_secs(),
             "on_mismatch": settings.on_mismatch.as_str(),
         })
+    }
+
+    /// The full view for the platform page and `GET /api/v1/platform`: the health answer
+    /// with every problem and every file, the manifest and what it names.
+    pub fn platform(&self, settings: &IntegritySettings) -> serde_json::Value {
+        let mut v = self.health(settings);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("problems".into(), serde_json::json!(self.problems));
+            obj.insert("files".into(), serde_json::json!(self.files));
+            obj.insert(
+                "manifest".into(),
+                serde_json::json!(self.manifest.display().to_string()),
+            );
+            obj.insert("product".into(), serde_json::json!(self.product));
+            obj.insert("millis".into(), serde_json::json!(self.millis));
+        }
+        v
     }
 }
 

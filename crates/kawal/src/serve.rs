@@ -1,9 +1,10 @@
 //! Starts the HTTPS management API inside the daemon: the device's TLS identity, the account
-//! directory over the store, the session key, and the daemon's answers for health, report and
-//! log verification.
+//! directory over the store, the session key, and the daemon's answers for health, report,
+//! log verification, the platform watchers and the integrity check on demand.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use kawal_api::platform::VerifyError;
 use kawal_api::{AppState, Backend, DeviceFacts, Settings};
 use kawal_audit::AuditLog;
 use kawal_auth::accounts::{Directory, DirectoryConfig};
@@ -24,6 +25,7 @@ pub struct DeviceBackend {
     dev: Arc<Device>,
     config: ValidConfig,
     watch: Arc<crate::watch::Status>,
+    log: Arc<AuditLog>,
 }
 
 impl Backend for DeviceBackend {
@@ -80,6 +82,38 @@ impl Backend for DeviceBackend {
             Ok(Err(finding)) => Ok(Err(finding)),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn platform(&self) -> serde_json::Value {
+        self.watch.platform()
+    }
+
+    fn verify_integrity(&self, actor: &str) -> std::result::Result<serde_json::Value, VerifyError> {
+        if self.watch.tampered() {
+            return Err(VerifyError::Refused(TAMPERED.into()));
+        }
+        let settings = self.watch.integrity_settings();
+        if settings.mode == crate::config::platform::IntegrityMode::Off {
+            return Err(VerifyError::Refused(
+                "integrity checks are switched off on this device ([integrity] enabled = false)"
+                    .into(),
+            ));
+        }
+        let key = crate::integrity::config_public_key(&self.dev)
+            .map_err(|e| VerifyError::Internal(format!("configuration key: {e}")))?;
+        let v = crate::integrity::verify(settings, Some(&key), "api");
+        if let Err(e) = crate::device::record(&self.log, v.event_by(actor)) {
+            // The check ran and its answer stands; the missing record is loud in the log.
+            tracing::error!(error = %e, "could not log the integrity check");
+        }
+        if v.ok {
+            tracing::info!(summary = %v.summary(), %actor, "integrity verified on demand");
+        } else {
+            tracing::error!(summary = %v.summary(), %actor, "integrity check on demand FAILED");
+        }
+        let answer = v.platform(settings);
+        self.watch.set_integrity(v);
+        Ok(answer)
     }
 }
 
@@ -206,6 +240,7 @@ pub fn prepare(
         dev: Arc::clone(dev),
         config: config.clone(),
         watch,
+        log: Arc::clone(&log),
     });
     let state = Arc::new(AppState::new(
         directory,

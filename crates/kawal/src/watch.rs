@@ -8,7 +8,7 @@ use kawal_audit::AuditLog;
 use kawal_platform::integrity::PublicKey;
 
 use crate::config::ValidConfig;
-use crate::config::platform::{ExposureSettings, IntegritySettings, OnMismatch};
+use crate::config::platform::{ExposureSettings, IntegrityMode, IntegritySettings, OnMismatch};
 use crate::device;
 use crate::exposure::Tracker;
 use crate::integrity::Verification;
@@ -19,6 +19,8 @@ pub struct Status {
     integrity_settings: IntegritySettings,
     integrity: Mutex<Option<Verification>>,
     exposure: Mutex<Tracker>,
+    /// Every finding of the last assessment, for the platform page (health shows a summary).
+    findings: Mutex<Vec<serde_json::Value>>,
     forward_settings: Option<crate::config::forward::LogForwardSettings>,
     forward: crate::forward::Shared,
     tamper_settings: kawal_platform::tamper::ValidConfig,
@@ -36,6 +38,7 @@ impl Status {
             integrity_settings: config.integrity.clone(),
             integrity: Mutex::new(None),
             exposure: Mutex::new(Tracker::default()),
+            findings: Mutex::new(Vec::new()),
             forward_settings: config.log_forward.clone(),
             forward: crate::forward::Shared::default(),
             tamper_settings: config.tamper.clone(),
@@ -73,10 +76,40 @@ impl Status {
         *lock(&self.integrity) = Some(v);
     }
 
+    /// The integrity settings the checks run under.
+    pub fn integrity_settings(&self) -> &IntegritySettings {
+        &self.integrity_settings
+    }
+
+    /// Everything the watchers found, in full, for the platform page and
+    /// `GET /api/v1/platform`: the integrity check with every problem and file, the exposure
+    /// summary with every finding and what to do about it, tamper and log forwarding.
+    pub fn platform(&self) -> serde_json::Value {
+        let (integrity, mut exposure) = self.health();
+        let integrity = match &*lock(&self.integrity) {
+            Some(v) if self.integrity_settings.mode != IntegrityMode::Off => {
+                v.platform(&self.integrity_settings)
+            }
+            _ => integrity,
+        };
+        if let Some(obj) = exposure.as_object_mut()
+            && obj.contains_key("last_check")
+        {
+            obj.insert("list".into(), lock(&self.findings).clone().into());
+        }
+        let (log_forward, tamper) = self.response_health();
+        serde_json::json!({
+            "integrity": integrity,
+            "exposure": exposure,
+            "tamper": tamper,
+            "log_forward": log_forward,
+        })
+    }
+
     /// The `integrity` and `exposure` parts of the health answer.
     pub fn health(&self) -> (serde_json::Value, serde_json::Value) {
         let integrity = match (&*lock(&self.integrity), self.integrity_settings.mode) {
-            (_, crate::config::platform::IntegrityMode::Off) => {
+            (_, IntegrityMode::Off) => {
                 serde_json::json!({ "state": "disabled" })
             }
             (Some(v), _) => v.health(&self.integrity_settings),
@@ -169,6 +202,7 @@ pub async fn exposure_loop(status: Arc<Status>, settings: ExposureSettings, log:
             );
             let at = kawal_audit::WallTime::now().to_string();
             let events = lock(&st.exposure).update(&a, &at, &actions);
+            *lock(&st.findings) = a.findings.iter().map(finding_view).collect();
             for e in events {
                 if let Err(e) = device::record(&log, e) {
                     tracing::error!(error = %e, "could not log an exposure finding");
@@ -186,4 +220,43 @@ pub async fn exposure_loop(status: Arc<Status>, settings: ExposureSettings, log:
             tracing::error!(error = %e, "exposure assessment task failed");
         }
     }
+}
+
+/// One finding as the platform page shows it: what, where, who owns it, and what to do.
+fn finding_view(f: &kawal_platform::exposure::Finding) -> serde_json::Value {
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let fix = f.fix.as_ref().map(|fix| match fix {
+        kawal_platform::exposure::Fix::StopAndMask { units } => format!(
+            "kawal can stop and mask {} ([exposure] enforce = true)",
+            units
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        kawal_platform::exposure::Fix::BlockModules => {
+            "kawal can block the module classes ([exposure] enforce = true)".to_owned()
+        }
+        kawal_platform::exposure::Fix::UsbAuthorisation => {
+            "kawal can authorise only the listed USB devices ([exposure] enforce = true)".to_owned()
+        }
+    });
+    // What to do: the operator's part when kawal cannot fix it, else what kawal can do.
+    let what_to_do = f.manual.clone().or_else(|| fix.clone()).unwrap_or_else(|| {
+        "remove or stop it, or allow it in the [exposure] policy if it is needed".to_owned()
+    });
+    serde_json::json!({
+        "control": f.control.as_str(),
+        "kind": name(serde_json::to_value(f.kind)),
+        "severity": name(serde_json::to_value(f.severity)),
+        "subject": f.subject,
+        "owner": f.detail,
+        "operator_action": f.manual,
+        "fix": fix,
+        "what_to_do": what_to_do,
+    })
 }

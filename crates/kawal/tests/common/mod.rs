@@ -8,6 +8,7 @@
 )]
 
 pub mod gateway;
+pub mod integrity;
 pub mod mosquitto;
 pub mod rsyslog;
 pub mod sensors;
