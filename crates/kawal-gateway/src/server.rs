@@ -537,7 +537,9 @@ async fn serve(
             let (reason, detail) = classify(&e);
             return refuse(reason, &detail);
         }
-        Ok(Ok(s)) => s,
+        // Boxed: a TLS stream is ~1.2 KiB, and an async fn keeps its arguments in its future
+        // (twice, as argument and binding), for the whole life of the connection.
+        Ok(Ok(s)) => Box::new(s),
     };
     let leaf = tls
         .get_ref()
