@@ -2,7 +2,7 @@
 # The benchmarks behind docs/BENCHMARKS.md, with the machine they ran on.
 #
 #   scripts/bench.sh            # all of them
-#   scripts/bench.sh logins     # one group: store, audit, logins, mqtt
+#   scripts/bench.sh logins     # one group: store, audit, logins, mqtt, platform
 #
 # Results are printed and kept in target/bench-results/<UTC time>.txt. Absolute times on a
 # shared machine are noise: read them next to the machine line and the load average, and
@@ -29,8 +29,8 @@ cd "$(dirname "$0")/.."
 
 what="${1:-all}"
 case "$what" in
-  all | store | audit | logins | mqtt) ;;
-  *) echo "usage: $0 [all|store|audit|logins|mqtt]" >&2; exit 2 ;;
+  all | store | audit | logins | mqtt | platform) ;;
+  *) echo "usage: $0 [all|store|audit|logins|mqtt|platform]" >&2; exit 2 ;;
 esac
 
 mkdir -p target/bench-results
@@ -72,6 +72,18 @@ if [ "$what" = all ] || [ "$what" = mqtt ]; then
   # -o: the first line of a test shares its line with libtest's "test name ... ".
   cargo test --release -p kawal --test mqtt_bench -- --ignored --nocapture --test-threads 1 2>&1 \
     | grep -oE 'BENCH.*|test result.*|panicked.*' | tee -a "$out"
+fi
+
+if [ "$what" = all ] || [ "$what" = platform ]; then
+  printf '\n== integrity check of 100 MB vs plain SHA-256 (PL-1-4)\n' | tee -a "$out"
+  cargo test --release -p kawal-platform --test integrity_bench -- --ignored --nocapture 2>&1 \
+    | grep -E 'integrity|ratio|MB|test result|panicked' | tee -a "$out"
+  printf '\n== log forwarding to rsyslog over TLS: throughput and catch-up (PL-4-2)\n' | tee -a "$out"
+  cargo test --release -p kawal-audit --test forward_rsyslog -- --ignored --nocapture 2>&1 \
+    | grep -iE 'entries|catch|throughput|/s|test result|panicked' | tee -a "$out"
+  printf '\n== tamper: input sees it -> keys destroyed, 50 trials each (PH-2-1)\n' | tee -a "$out"
+  cargo test --release -p kawal-platform --test tamper -- fifty_trials --nocapture --test-threads 1 2>&1 \
+    | grep -oE 'tamper [a-z-]+: [0-9]+ trials.*|test result.*|panicked.*' | tee -a "$out"
 fi
 
 printf '\n== load at the end: %s\nresults kept in %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$out"
