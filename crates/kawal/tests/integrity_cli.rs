@@ -16,6 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::gateway::{Gateway, set};
+use common::integrity::flip;
 use common::*;
 use serde_json::Value;
 
@@ -39,7 +40,6 @@ impl Rig {
             set(cfg, "exposure", "period-s", 3600);
         });
         assert_eq!(gw.stop(), Some(0), "{}", gw.daemon_log());
-        let t = gw.tmp.path().to_path_buf();
         let mut cfg: toml::Table = std::fs::read_to_string(&gw.config)
             .unwrap()
             .parse()
@@ -49,33 +49,13 @@ impl Rig {
         let mut text = toml::to_string(&cfg).unwrap();
         text.push_str("# gateway configuration, installed by the vendor\n");
         std::fs::write(&gw.config, text).unwrap();
-        let bin = t.join("kawal-copy");
-        std::fs::copy(env!("CARGO_BIN_EXE_kawal"), &bin).unwrap();
-        let key = t.join("vendor.key");
-        let r = run(&["integrity", "keygen", "--out", d(&key)]);
-        assert_eq!(r.code, 0, "{}", r.all());
-        let dir = gw.data.join("integrity");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(t.join("vendor.key.pub"), dir.join("vendor.pub")).unwrap();
         let files = vec![
-            ("binary", bin),
+            ("binary", integrity::binary_copy(&gw)),
             ("config", gw.config.clone()),
             ("trust-store", gw.data.join("pki/dev-ca.crt.pem")),
             ("key", gw.data.join("root.sealed")),
         ];
-        let manifest = dir.join("manifest.toml");
-        let mut args = vec![
-            "integrity".to_owned(),
-            "manifest".into(),
-            "--key".into(),
-            d(&key).into(),
-            "--out".into(),
-            d(&manifest).into(),
-        ];
-        args.extend(files.iter().map(|(role, p)| format!("{role}={}", d(p))));
-        let r = run_cmd(kawal().args(&args));
-        assert_eq!(r.code, 0, "{}", r.all());
-        assert!(r.stdout.contains("4 file(s)"), "{}", r.stdout);
+        let manifest = integrity::install_manifest(&gw, &files);
         Self {
             gw,
             files,
@@ -90,21 +70,6 @@ impl Rig {
     fn file(&self, role: &str) -> &Path {
         &self.files.iter().find(|(r, _)| *r == role).unwrap().1
     }
-}
-
-/// Flips one bit of the byte at `at` (from the end when negative); returns the original.
-fn flip(path: &Path, at: i64) -> Vec<u8> {
-    let orig = std::fs::read(path).unwrap();
-    let mut b = orig.clone();
-    let i = if at < 0 {
-        b.len() - usize::try_from(at.unsigned_abs()).unwrap()
-    } else {
-        usize::try_from(at).unwrap()
-    };
-    b[i] ^= 0x01;
-    // Keep the mode: only the contents change.
-    std::fs::write(path, &b).unwrap();
-    orig
 }
 
 /// Runs the daemon and expects it to exit on its own (it must not serve).
