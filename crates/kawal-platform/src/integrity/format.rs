@@ -198,6 +198,18 @@ pub(crate) fn overlay_body(o: &Overlay, key_id: &KeyId) -> Result<String> {
     to_toml(DocKind::Overlay, &raw)
 }
 
+/// Checks a listed path and that the document has not listed it before.
+fn new_path(doc: DocKind, seen: &mut HashSet<String>, path: &str) -> Result<()> {
+    check_path(doc, path)?;
+    if !seen.insert(path.to_owned()) {
+        return Err(Error::DuplicatePath {
+            doc,
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Parses and checks a manifest body that names `key_id` as its signer.
 pub(crate) fn parse_manifest(body: &[u8], key_id: &KeyId) -> Result<Manifest> {
     let doc = DocKind::Manifest;
@@ -211,10 +223,7 @@ pub(crate) fn parse_manifest(body: &[u8], key_id: &KeyId) -> Result<Manifest> {
     let mut seen = HashSet::new();
     let mut files = Vec::with_capacity(raw.files.len());
     for f in raw.files {
-        check_path(doc, &f.path)?;
-        if !seen.insert(f.path.clone()) {
-            return Err(Error::DuplicatePath { doc, path: f.path });
-        }
+        new_path(doc, &mut seen, &f.path)?;
         files.push(FileEntry {
             sha256: hash(doc, &f.path, &f.sha256)?,
             mode: mode(doc, &f.path, &f.mode)?,
@@ -245,10 +254,7 @@ pub(crate) fn parse_overlay(body: &[u8], key_id: &KeyId) -> Result<Overlay> {
     let mut seen = HashSet::new();
     let mut files = Vec::with_capacity(raw.files.len());
     for f in raw.files {
-        check_path(doc, &f.path)?;
-        if !seen.insert(f.path.clone()) {
-            return Err(Error::DuplicatePath { doc, path: f.path });
-        }
+        new_path(doc, &mut seen, &f.path)?;
         files.push(LocalEntry {
             sha256: hash(doc, &f.path, &f.sha256)?,
             path: f.path,
