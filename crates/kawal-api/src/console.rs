@@ -20,6 +20,7 @@ use crate::state::{AppState, Principal, Via};
 
 pub mod platform;
 pub mod sensors;
+pub mod update;
 
 /// What the layout shows around every page.
 pub struct Chrome {
@@ -37,6 +38,7 @@ pub struct Chrome {
     can_log: bool,
     can_report: bool,
     can_platform: bool,
+    can_update: bool,
 }
 
 impl Chrome {
@@ -57,6 +59,7 @@ impl Chrome {
             can_log: allows(Privilege::LogRead),
             can_report: allows(Privilege::ReportRead),
             can_platform: allows(Privilege::ReportRead),
+            can_update: allows(Privilege::HealthRead),
         }
     }
 }
@@ -98,6 +101,7 @@ pub fn forbidden_page() -> Response {
             can_log: false,
             can_report: false,
             can_platform: false,
+            can_update: false,
         },
         heading: "Not permitted",
         text: "Your role does not allow this page or action. Ask an administrator if you need it.",

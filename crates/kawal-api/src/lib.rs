@@ -1,5 +1,5 @@
 //! The HTTPS management API and web console (G045 AU-1-2, AU-1-5..7, AU-2-2, AU-2-3, DS-3-1,
-//! DS-3-2, PL-1-4, PL-3-1, PL-3-2).
+//! DS-3-2, PL-1-4, PL-2-1, PL-3-1, PL-3-2).
 //!
 //! - [`tls`]: the rustls server configuration (TLS 1.3, TLS 1.2 with ECDHE + AEAD only).
 //! - [`server`]: the accept loop: connection cap, handshake and header time-outs, size limits.
@@ -10,6 +10,7 @@
 //! - [`sensors`]: the operator's sensor routes and the EST enrolment subset.
 //! - [`platform`]: integrity, services and interfaces, tamper and log forwarding; the
 //!   integrity check on demand.
+//! - [`update`]: signed updates: state, check, apply and rollback.
 //! - [`pool`]: the bounded Argon2id worker pool.
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod sensors;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod update;
 
 pub use routes::{ROUTES, router};
 pub use state::{AppState, Backend, DeviceFacts, Principal, Settings};

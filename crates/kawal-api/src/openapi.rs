@@ -18,7 +18,9 @@ fn status_text(code: u16) -> &'static str {
         409 => "Conflict (exists, the last administrator, or an integrity check already running)",
         413 => "Request too large",
         415 => "Unsupported media type",
-        422 => "The JSON body does not have the expected fields",
+        422 => {
+            "The JSON body does not have the expected fields, or the update was refused (the reason is given)"
+        }
         429 => "Too many failed attempts from this address (Retry-After)",
         500 => "Internal error",
         503 => "Busy: too many logins being checked (Retry-After)",

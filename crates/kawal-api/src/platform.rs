@@ -42,13 +42,13 @@ impl VerifyError {
     }
 }
 
-/// Marks the on-demand integrity check as running until dropped. It is moved into the
-/// blocking task, so a client that hangs up does not free the slot while the check still
-/// hashes files.
-struct Running(Arc<AtomicBool>);
+/// Marks a one-at-a-time operation (the on-demand integrity check, an update) as running
+/// until dropped. It is moved into the blocking task, so a client that hangs up does not free
+/// the slot while the work still runs.
+pub(crate) struct Running(Arc<AtomicBool>);
 
 impl Running {
-    fn take(flag: &Arc<AtomicBool>) -> Option<Self> {
+    pub(crate) fn take(flag: &Arc<AtomicBool>) -> Option<Self> {
         flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()
             .map(|_| Running(Arc::clone(flag)))

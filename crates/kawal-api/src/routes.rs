@@ -10,7 +10,7 @@ use http::Method;
 use kawal_auth::roles::{Privilege, Role};
 
 use crate::state::AppState;
-use crate::{api, console, platform, sensors};
+use crate::{api, console, platform, sensors, update};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,9 @@ const WRITE_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500];
 const SENSOR_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500, 503];
 /// The integrity check on demand: 409 while another runs (or the device cannot check).
 const VERIFY_ERRORS: &[u16] = &[401, 403, 409, 500];
+/// Updates: refused (422), another operation or a trial in progress (409), not configured or
+/// the repository unreachable (503).
+const UPDATE_ERRORS: &[u16] = &[401, 403, 409, 422, 500, 503];
 /// EST: a refused token or certificate is 401.
 const EST_ERRORS: &[u16] = &[400, 401, 404, 409, 413, 500, 503];
 
@@ -160,7 +163,11 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/v1/report", Needs(ReportRead), Api, false, READ_ERRORS, "The G045 compliance report (format: json, html, markdown)", || get(api::report)),
     route!(GET "/api/v1/platform", Needs(ReportRead), Api, false, READ_ERRORS, "Platform state in full: integrity, services and interfaces findings, tamper, log forwarding", || get(platform::show)),
     route!(POST "/api/v1/integrity/verify", Needs(ConfigManage), Api, false, VERIFY_ERRORS, "Check the installed files against the integrity manifest now (one check at a time; 409 while one runs)", || post(platform::verify)),
-    // Console.
+    route!(GET "/api/v1/update", Needs(HealthRead), Api, false, UPDATE_ERRORS, "Updates: installed version, slots, trial in progress, history", || get(update::status)),
+    route!(POST "/api/v1/update/check", Needs(UpdatesApply), Api, false, UPDATE_ERRORS, "Fetch and verify the repository's signed metadata; say whether a newer bundle is offered", || post(update::check)),
+    route!(POST "/api/v1/update/apply", Needs(UpdatesApply), Api, true, UPDATE_ERRORS, "Verify, download and install the offered bundle into the inactive slot and restart into it on trial", || post(update::apply)),
+    route!(POST "/api/v1/update/rollback", Needs(UpdatesApply), Api, true, UPDATE_ERRORS, "Go back to the previous slot", || post(update::rollback)),
+    // API: sensors.
     route!(GET "/api/v1/sensors", Needs(DevicesRead), Api, false, READ_ERRORS, "List sensors: role, state, certificate serial and expiry, last seen", || get(sensors::list)),
     route!(POST "/api/v1/sensors", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Enrol a sensor: a one-time token for EST simpleenroll, shown once", || post(sensors::enroll)),
     route!(POST "/api/v1/sensors/import", Needs(DevicesManage), Api, false, SENSOR_ERRORS, "Import a sensor certificate issued by the configured external CA (the sensor is active with it)", || post(sensors::import)),
@@ -189,6 +196,10 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/sensors/{name}", Needs(DevicesManage), Page, false, &[400, 404, 409, 500, 503], "Change a sensor (revoke, confirmed; renew: a new one-time token)", || post(console::sensors::change)),
     route!(GET "/platform", Needs(ReportRead), Page, false, &[500], "Platform: integrity, services and interfaces findings, tamper, log forwarding", || get(console::platform::page)),
     route!(POST "/platform/verify", Needs(ConfigManage), Page, false, &[409, 500], "Verify integrity now", || post(console::platform::verify)),
+    route!(GET "/update", Needs(HealthRead), Page, false, &[500, 503], "Updates: installed version, slots, trial, history; check, apply and roll back", || get(console::update::update_page)),
+    route!(POST "/update/check", Needs(UpdatesApply), Page, false, &[409, 422, 500, 503], "Check for a newer signed update", || post(console::update::check)),
+    route!(POST "/update/apply", Needs(UpdatesApply), Page, true, &[400, 403, 409, 422, 500, 503], "Apply the offered update (password in the form)", || post(console::update::apply)),
+    route!(POST "/update/rollback", Needs(UpdatesApply), Page, true, &[400, 403, 409, 422, 500, 503], "Roll back to the previous slot (password in the form)", || post(console::update::rollback)),
     route!(GET "/audit", Needs(LogRead), Page, false, &[], "Audit log viewer", || get(console::audit)),
     route!(GET "/report", Needs(ReportRead), Page, false, &[], "G045 report", || get(console::report)),
     route!(GET "/static/console.css", Public, Page, false, &[], "Style sheet", || get(console::css)),

@@ -116,11 +116,15 @@ pub struct AppState {
     pub device: DeviceFacts,
     /// The gateway's sensor operations, set by the daemon once the gateway runs.
     pub sensors: std::sync::OnceLock<Arc<dyn crate::sensors::SensorBackend>>,
+    /// Signed updates, set by the daemon when `[update]` is configured.
+    pub updates: std::sync::OnceLock<Arc<dyn crate::update::UpdateBackend>>,
     /// Flood control for the events an unauthenticated peer causes at will (see
     /// [`AppState::record_limited`]); shared with the gateway's EST refusals.
     pub flood: Arc<FloodControl>,
     /// Set while an on-demand integrity check runs (one at a time).
     pub(crate) integrity_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while an update check, apply or rollback runs (one at a time).
+    pub(crate) update_running: Arc<std::sync::atomic::AtomicBool>,
     started: Instant,
 }
 
@@ -167,6 +171,7 @@ impl AppState {
             settings,
             device,
             sensors: std::sync::OnceLock::new(),
+            updates: std::sync::OnceLock::new(),
             flood: Arc::new(FloodControl::new(
                 "api.events-suppressed",
                 "kawal-api",
@@ -175,6 +180,7 @@ impl AppState {
                 Instant::now(),
             )),
             integrity_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            update_running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             started: Instant::now(),
         }
     }

@@ -1,9 +1,12 @@
 //! The one error type of `kawal-update`.
 //!
-//! Variants are grouped by who caused them: the repository (possibly an attacker: every
-//! `Rejected*` variant), the operator (configuration and local files), or a bug.
+//! Variants are grouped by who caused them: the repository or the network (possibly an attacker:
+//! every `Rejected*` variant, plus HTTP status and network failures), the operator (configuration
+//! and local files), or the vendor tooling ([`crate::repo`]).
 
 use std::path::PathBuf;
+
+use crate::transport::Refusal;
 
 /// A TUF role name as shown in errors (`root`, `timestamp`, `snapshot`, `targets`).
 pub type RoleName = String;
@@ -112,6 +115,105 @@ pub enum Error {
         /// The configured location.
         path: PathBuf,
     },
+    /// Network, possibly an attacker: the server's certificate does not chain to a pinned vendor
+    /// root, or the TLS handshake failed otherwise.
+    #[error(
+        "server refused: TLS to {url} failed ({reason}); only the pinned vendor roots are trusted"
+    )]
+    RejectedServerCertificate {
+        /// The URL being fetched.
+        url: String,
+        /// What rustls reported.
+        reason: String,
+    },
+    /// Network, possibly an attacker: a redirect to another origin, to plain HTTP, or one too many.
+    #[error("redirect refused: {from} to {to}: {why}")]
+    RejectedRedirect {
+        /// The URL that answered with the redirect.
+        from: String,
+        /// Where it pointed.
+        to: String,
+        /// Which rule it broke.
+        why: &'static str,
+    },
+    /// Network, possibly an attacker: a file did not arrive within its time-out (slow retrieval).
+    #[error("slow retrieval refused: {url} did not arrive within {limit:?}")]
+    RejectedTimeout {
+        /// The URL being fetched.
+        url: String,
+        /// The time-out that ran out.
+        limit: std::time::Duration,
+    },
+    /// Network, possibly an attacker: too few bytes arrived in a progress window (slow retrieval).
+    #[error(
+        "slow retrieval refused: {url} sent {received} bytes in {window:?}, at least {min_bytes} are required"
+    )]
+    RejectedSlowRetrieval {
+        /// The URL being fetched.
+        url: String,
+        /// Bytes received in the window.
+        received: u64,
+        /// The window.
+        window: std::time::Duration,
+        /// The minimum per window.
+        min_bytes: u64,
+    },
+    /// Repository server: it answered with an HTTP error status (a missing file, a server fault).
+    #[error("repository server answered {url} with HTTP status {status}")]
+    HttpStatus {
+        /// The URL being fetched.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// Network: the repository server could not be reached or the connection broke.
+    #[error("repository server unreachable for {url}: {reason}")]
+    Network {
+        /// The URL being fetched.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Operator: a repository URL is not `https://` (plain HTTP is never used for updates).
+    #[error("insecure repository URL refused: {url} is not https://")]
+    InsecureUrl {
+        /// The configured URL.
+        url: String,
+    },
+    /// Operator: the pinned root certificates are unusable.
+    #[error("pinned TLS roots {path} are unusable: {reason}")]
+    TlsConfig {
+        /// The PEM file (empty when none was configured).
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Vendor tooling: a key file is missing, malformed, or readable by others. Never shows key
+    /// material.
+    #[error("key file {path}: {problem}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Vendor tooling: the repository folder is not in the state the action needs.
+    #[error("repository {path}: {problem}")]
+    RepoState {
+        /// The repository folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Vendor tooling: building or signing metadata failed.
+    #[error("could not {action} the repository metadata")]
+    RepoEdit {
+        /// What the tool was doing.
+        action: &'static str,
+        /// The cause (a tough editor or schema error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The result type of `kawal-update`.
@@ -124,7 +226,14 @@ impl Error {
     pub fn is_rejection(&self) -> bool {
         !matches!(
             self,
-            Self::TrustedRoot { .. } | Self::Io { .. } | Self::BadLocation { .. }
+            Self::TrustedRoot { .. }
+                | Self::Io { .. }
+                | Self::BadLocation { .. }
+                | Self::InsecureUrl { .. }
+                | Self::TlsConfig { .. }
+                | Self::KeyFile { .. }
+                | Self::RepoState { .. }
+                | Self::RepoEdit { .. }
         )
     }
 
@@ -142,7 +251,12 @@ impl From<tough::error::Error> for Error {
         // The size and hash checks run inside the fetch, so they arrive wrapped in a transport
         // error: report the check, not the transport.
         if let T::Transport { url, source, .. } = &e {
-            match std::error::Error::source(source).and_then(|s| s.downcast_ref::<T>()) {
+            let cause = std::error::Error::source(source);
+            // A refusal by the HTTPS transport (time-out, TLS, redirect, status).
+            if let Some(refusal) = cause.and_then(|s| s.downcast_ref::<Refusal>()) {
+                return refusal.clone().into_error(url.to_string());
+            }
+            match cause.and_then(|s| s.downcast_ref::<T>()) {
                 Some(T::MaxSizeExceeded { max_size, .. }) => {
                     return Self::RejectedTooLarge {
                         what: url.to_string(),

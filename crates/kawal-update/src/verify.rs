@@ -15,10 +15,10 @@
 //! succeeded. A refusal drops the staging copy; the trusted folder is untouched.
 //!
 //! # Transports
-//! Only a local folder (`file://`, a USB stick or an unpacked download) is wired here. The HTTPS
-//! transport comes next: tough's `Transport` trait implemented over kawal's rustls client with the
-//! vendor's pinned roots, a connect and total time-out per file (slow retrieval), and the same
-//! size caps. Verification does not depend on the transport, so nothing here changes.
+//! A [`Source`] is either a local folder (`file://`: a USB stick or an unpacked download) or an
+//! HTTPS server with the vendor's pinned roots ([`crate::transport`]: time-outs against slow
+//! retrieval, size caps against endless data). Verification does not depend on the transport:
+//! the same checks run on bytes from either.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -32,6 +32,7 @@ use tough::{Bytes, ExpirationEnforcement, FilesystemTransport, RepositoryLoader,
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::transport::{HttpsSettings, HttpsTransport};
 
 /// The files of the trusted datastore that a successful load may replace.
 const DATASTORE_FILES: [&str; 5] = [
@@ -98,6 +99,14 @@ pub struct Trust {
 pub struct Source {
     metadata: Url,
     targets: Url,
+    transport: Fetch,
+}
+
+/// How a [`Source`] fetches its files.
+#[derive(Debug, Clone)]
+enum Fetch {
+    Local,
+    Https(HttpsTransport),
 }
 
 impl Source {
@@ -111,6 +120,34 @@ impl Source {
         Ok(Self {
             metadata: url("metadata")?,
             targets: url("targets")?,
+            transport: Fetch::Local,
+        })
+    }
+
+    /// A repository served over HTTPS: metadata under `<base>/metadata/`, targets under
+    /// `<base>/targets/`. `base` must be `https://`; the server must present a certificate under
+    /// one of `settings.pinned_roots`.
+    pub fn https(base: Url, settings: &HttpsSettings) -> Result<Self> {
+        if base.scheme() != "https" || base.cannot_be_a_base() {
+            return Err(Error::InsecureUrl {
+                url: base.to_string(),
+            });
+        }
+        let mut base = base;
+        // `Url::join` replaces the last segment unless the base ends with a slash.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let join = |sub: &str| {
+            base.join(sub).map_err(|_| Error::InsecureUrl {
+                url: base.to_string(),
+            })
+        };
+        Ok(Self {
+            metadata: join("metadata/")?,
+            targets: join("targets/")?,
+            transport: Fetch::Https(HttpsTransport::new(settings)?),
         })
     }
 }
@@ -142,8 +179,12 @@ pub struct VerifiedRepository {
 pub async fn load(trust: &Trust, source: &Source) -> Result<VerifiedRepository> {
     let root = trusted_root_bytes(trust)?;
     let staging = Staging::create(&trust.datastore)?;
-    let repo = RepositoryLoader::new(&root, source.metadata.clone(), source.targets.clone())
-        .transport(FilesystemTransport)
+    let loader = RepositoryLoader::new(&root, source.metadata.clone(), source.targets.clone());
+    let loader = match &source.transport {
+        Fetch::Local => loader.transport(FilesystemTransport),
+        Fetch::Https(https) => loader.transport(https.clone()),
+    };
+    let repo = loader
         .limits(trust.limits.into())
         .expiration_enforcement(ExpirationEnforcement::Safe)
         .datastore(staging.path())
@@ -194,6 +235,22 @@ impl VerifiedRepository {
             sha256,
             custom: t.custom.clone().into_iter().collect(),
         })
+    }
+
+    /// The names of every target the top-level targets role signs, sorted (delegated roles are
+    /// not used by kawal repositories).
+    #[must_use]
+    pub fn target_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .repo
+            .targets()
+            .signed
+            .targets
+            .keys()
+            .map(|n| n.raw().to_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Signed versions of (root, timestamp, snapshot, targets), for status and audit events.

@@ -198,6 +198,108 @@ enum Command {
         #[command(subcommand)]
         action: TamperAction,
     },
+    /// Signed updates: on the device through the API (log in first), and the vendor's
+    /// bundle and repository tools (G045 PL-2-1, PL-2-2, PL-2-3).
+    Update {
+        #[command(subcommand)]
+        action: UpdateCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start the daemon from the slot the update boot state chooses (counts a trial boot,
+    /// rolls back an exhausted trial, checks the slot's files first). Systemd's ExecStart.
+    Boot {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Stay as the parent and restart the daemon (after an update, a crash) instead of
+        /// replacing this process with it.
+        #[arg(long)]
+        supervise: bool,
+    },
+}
+
+/// `kawal update`.
+#[derive(Debug, Subcommand)]
+enum UpdateCmd {
+    #[command(flatten)]
+    Device(client::update::UpdateAction),
+    /// Vendor: make a bundle from a folder of files (the payload: `kawal` and what it needs).
+    Bundle {
+        /// The folder whose files become the payload.
+        #[arg(long)]
+        payload: PathBuf,
+        /// The product.
+        #[arg(long)]
+        product: String,
+        /// The version, e.g. 1.4.2.
+        #[arg(long)]
+        version: String,
+        /// The security version (anti-rollback): devices refuse a bundle below theirs.
+        #[arg(long)]
+        security_version: u64,
+        /// A compatible hardware id (repeat for several).
+        #[arg(long = "hardware", required = true)]
+        hardware: Vec<String>,
+        /// Health checks of the trial: self-test, integrity, upstream (repeat).
+        #[arg(long = "check")]
+        checks: Vec<String>,
+        /// Trial boots allowed before the health checks must have passed.
+        #[arg(long, default_value_t = 3)]
+        max_boots: u8,
+        /// Seconds allowed for the health checks to pass.
+        #[arg(long, default_value_t = 300)]
+        deadline_s: u32,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Vendor: the TUF repository that publishes bundles.
+    Repo {
+        #[command(subcommand)]
+        action: RepoAction,
+    },
+}
+
+/// `kawal update repo`.
+#[derive(Debug, Subcommand)]
+enum RepoAction {
+    /// A new repository: keys (Ed25519, mode 0600), a signed root and empty targets. The root
+    /// (`metadata/1.root.json`) is what devices get at provisioning.
+    Init {
+        /// The repository folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the private keys go (default DIR/keys; never published).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// Add a bundle as a signed target (product, version, security version and hardware are
+    /// read from its manifest and signed with it).
+    Add {
+        /// The repository folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The bundle file.
+        #[arg(long)]
+        bundle: PathBuf,
+    },
+    /// Re-sign targets, snapshot and timestamp with fresh expiries (run it before the
+    /// timestamp expires, e.g. daily).
+    Sign {
+        /// The repository folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Check the repository and copy what devices read (metadata/, targets/) to OUT.
+    Publish {
+        /// The repository folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to copy it (a web server's folder, a USB stick).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -701,6 +803,49 @@ fn dispatch(command: Command) -> Result<()> {
             action: CertAction::Csr { config, out },
         } => crate::devcert::csr(&config, out.as_deref()),
         Command::Integrity { action } => integrity_cmd(action),
+        Command::Boot { config, supervise } => crate::boot::boot(&config, supervise),
+        Command::Update {
+            action: UpdateCmd::Device(action),
+            client,
+        } => client::update::update(
+            action,
+            &client::Passwords::new(client.password_stdin),
+            &client::session_path(client.session_file.as_deref())?,
+        ),
+        Command::Update {
+            action:
+                UpdateCmd::Bundle {
+                    payload,
+                    product,
+                    version,
+                    security_version,
+                    hardware,
+                    checks,
+                    max_boots,
+                    deadline_s,
+                    out,
+                },
+            client: _,
+        } => crate::update::vendor::bundle_cmd(&crate::update::vendor::BundleArgs {
+            payload,
+            product,
+            version,
+            security_version,
+            hardware,
+            checks,
+            max_boots,
+            deadline_s,
+            out,
+        }),
+        Command::Update {
+            action: UpdateCmd::Repo { action },
+            client: _,
+        } => match action {
+            RepoAction::Init { dir, keys } => crate::update::vendor::repo_init(&dir, keys),
+            RepoAction::Add { dir, bundle } => crate::update::vendor::repo_add(&dir, &bundle),
+            RepoAction::Sign { dir } => crate::update::vendor::repo_sign(&dir),
+            RepoAction::Publish { dir, out } => crate::update::vendor::repo_publish(&dir, &out),
+        },
         Command::Tamper {
             action: TamperAction::Status { data_dir, config },
         } => {

@@ -29,6 +29,7 @@ use crate::output;
 
 pub mod sensor;
 pub mod sim;
+pub mod update;
 
 /// The session cookie's name (see `kawal_api::guard::COOKIE`).
 const COOKIE: &str = kawal_api::guard::COOKIE;

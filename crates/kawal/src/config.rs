@@ -13,6 +13,7 @@ use crate::error::{CliError, Exit, Result};
 pub mod forward;
 pub mod gateway;
 pub mod platform;
+pub mod update;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -66,6 +67,8 @@ pub struct RawConfig {
     /// Tamper inputs (PH-2-1); none: no tamper detection.
     #[serde(default)]
     pub tamper: kawal_platform::tamper::Config,
+    /// Signed updates (PL-2-1..PL-2-3); none: updates off.
+    pub update: Option<update::RawUpdate>,
 }
 
 /// `[device]`.
@@ -493,6 +496,8 @@ pub struct ValidConfig {
     pub log_forward: Option<forward::LogForwardSettings>,
     /// The tamper inputs (none: tamper detection off).
     pub tamper: kawal_platform::tamper::ValidConfig,
+    /// Signed updates, if configured.
+    pub update: Option<update::UpdateSettings>,
     /// Insecure choices the file spelled out; logged at start.
     pub insecure: Vec<String>,
     /// SHA-256 of the file as read, so a change between starts is logged.
@@ -587,6 +592,10 @@ impl RawConfig {
             .as_ref()
             .and_then(|r| forward::validate_log_forward(r, &self.data_dir, &mut errors));
         let tamper = forward::validate_tamper(&self.tamper, &mut errors);
+        let update = self
+            .update
+            .as_ref()
+            .and_then(|r| update::validate_update(r, &self.data_dir, &mut errors));
         match (api, mqtt, errors.is_empty()) {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
                 auth,
@@ -596,6 +605,7 @@ impl RawConfig {
                 exposure,
                 log_forward,
                 tamper,
+                update,
                 data_dir: self.data_dir,
                 vendor_namespace: self.device.vendor_namespace,
                 passphrase_file: self.keys.passphrase_file,

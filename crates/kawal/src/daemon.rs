@@ -313,6 +313,10 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
         Ok(watch) => watch,
         Err(e) => return fail(log, forwarder, e),
     };
+    // What the launcher did since the last start (trial boots, rollbacks) goes into the log.
+    if let Some(u) = &config.update {
+        crate::update::log_boot_events(&dev, &log, u)?;
+    }
     let api = crate::serve::prepare(&dev, config, Arc::clone(&log), Arc::clone(&status))?;
     crate::serve::record_api(&dev, config)?;
     let gateway = crate::gateway::prepare(&dev, config, Arc::clone(&log))?;
@@ -344,6 +348,10 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
         serve_until_signal(api, gateway, &dev, config, demo, watch)?
     };
     let stopped = match signal {
+        UPDATE_RESTART => Event::new("daemon.stopped", "kawal", Outcome::Success).with(
+            "reason",
+            "restart into the slot the update boot state chooses",
+        ),
         INTEGRITY_STOP => Event::new("daemon.stopped", "kawal", Outcome::Failure)
             .with("reason", "integrity mismatch (on-mismatch = stop-serving)"),
         TAMPER_STOP => Event::new("daemon.stopped", "kawal", Outcome::Failure)
@@ -359,6 +367,10 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
     }
     tracing::info!(signal, "kawal stopped");
     match signal {
+        UPDATE_RESTART => Err(CliError::new(
+            Exit::Restart,
+            "stopped to restart into the slot the update boot state chooses",
+        )),
         INTEGRITY_STOP => Err(CliError::new(
             Exit::DataErr,
             "integrity mismatch at run time (on-mismatch = stop-serving): stopped serving; see integrity.failed in the audit log",
@@ -394,6 +406,9 @@ const TAMPER_STOP: &str = "tamper";
 
 /// The store record (table `health`) of the daemon's confinement at its last start.
 pub const CONFINEMENT_RECORD: &str = "confinement";
+
+/// What `serve_until_signal` returns when an update or rollback asked for a restart.
+const UPDATE_RESTART: &str = "update-restart";
 
 /// What `serve_until_signal` returns when an integrity mismatch stopped the daemon.
 const INTEGRITY_STOP: &str = "integrity-mismatch";
@@ -555,9 +570,31 @@ fn serve_until_signal(
             config.exposure.clone(),
             audit,
         ));
+        // Signed updates: the API's operations and the trial of this slot, if it is on trial.
+        let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let trial = match &config.update {
+            Some(u) => {
+                let backend = crate::update::DaemonUpdates::new(
+                    u,
+                    std::sync::Arc::clone(&api.state.audit),
+                    tokio::runtime::Handle::current(),
+                    restart_tx.clone(),
+                )?;
+                let _ = api.state.updates.set(std::sync::Arc::new(backend));
+                let probe = trial_probe(dev, config, &running)?;
+                Some(tokio::spawn(crate::update::run_trial(
+                    u.clone(),
+                    std::sync::Arc::clone(&api.state.audit),
+                    probe,
+                    restart_tx,
+                )))
+            }
+            None => None,
+        };
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            Some(()) = restart_rx.recv() => UPDATE_RESTART,
             Some(()) = stop_rx.recv() => INTEGRITY_STOP,
             () = watch.tamper.stopped() => TAMPER_STOP,
         };
@@ -575,6 +612,9 @@ fn serve_until_signal(
         }
         exposure.abort();
         certs.abort();
+        if let Some(t) = trial {
+            t.abort();
+        }
         running.shutdown().await;
         let _ = tx.send(());
         match server.await {
@@ -584,6 +624,42 @@ fn serve_until_signal(
         }
         drop(api.state);
         Ok(name)
+    })
+}
+
+/// What a trial's health checks read of the running daemon: the integrity check, run now,
+/// and the upstream bridge's connection.
+fn trial_probe(
+    dev: &std::sync::Arc<Device>,
+    config: &ValidConfig,
+    running: &crate::gateway::Running,
+) -> Result<crate::update::TrialProbe> {
+    use crate::config::platform::IntegrityMode;
+    let key = crate::integrity::config_public_key(dev)?;
+    let settings = config.integrity.clone();
+    let integrity = Box::new(move || {
+        if settings.mode == IntegrityMode::Off
+            || (settings.mode == IntegrityMode::IfPresent && !settings.manifest.exists())
+        {
+            return Ok(());
+        }
+        let v = crate::integrity::verify(&settings, Some(&key), "update-trial");
+        if v.ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} file(s) failed the integrity manifest",
+                v.files_failed, v.files_checked
+            ))
+        }
+    });
+    let upstream = running.bridge.as_ref().map(|b| {
+        let b = std::sync::Arc::clone(b);
+        Box::new(move || b.status().connected) as Box<dyn Fn() -> bool + Send + Sync>
+    });
+    Ok(crate::update::TrialProbe {
+        integrity,
+        upstream,
     })
 }
 

@@ -17,6 +17,9 @@ pub enum Exit {
     SelfTest = 70,
     /// A file could not be written or read (EX_IOERR).
     Io = 74,
+    /// Stopped to be started again at once: an update or a rollback switched slots
+    /// (EX_TEMPFAIL; the supervisor restarts the daemon).
+    Restart = 75,
     /// Refused: already provisioned, permissions, the operator said no (EX_NOPERM).
     NoPerm = 77,
     /// The configuration is invalid (EX_CONFIG).

@@ -15,8 +15,11 @@
 //!   and interfaces (`kawal exposure check`); [`watch`]: the daemon's periodic checks of both.
 //! - [`forward`]: the audit log forwarded to a remote collector (`kawal log verify --remote`);
 //!   [`tamper`]: the tamper response and the lock after it (`kawal tamper status`).
+//! - [`update`]: signed updates in the daemon (check, apply, trial, commit, rollback);
+//!   [`boot`]: `kawal boot`, the launcher that starts the slot the boot state chooses.
 #![forbid(unsafe_code)]
 
+pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -38,6 +41,7 @@ pub mod reset;
 pub mod serve;
 pub mod strength;
 pub mod tamper;
+pub mod update;
 pub mod watch;
 
 pub use error::{CliError, Exit};

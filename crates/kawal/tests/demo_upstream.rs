@@ -92,12 +92,14 @@ fn the_demo_forwards_its_sensors_to_an_upstream_broker() {
             .unwrap(),
     );
     let dev_ca = demo_dir.join("data/pki/dev-ca.crt.pem");
+    // The demo provisions the device, then writes its configuration (atomically): wait for both.
+    let config_path = demo_dir.join("kawal.toml");
     assert!(
-        wait(30, || dev_ca.exists()),
+        wait(30, || dev_ca.exists() && config_path.exists()),
         "the demo made no device: {}",
         std::fs::read_to_string(&demo_out).unwrap_or_default()
     );
-    let config = std::fs::read_to_string(demo_dir.join("kawal.toml")).unwrap();
+    let config = std::fs::read_to_string(&config_path).unwrap();
     assert!(config.contains("[upstream]"), "{config}");
     assert!(config.contains(&format!("127.0.0.1:{port}")), "{config}");
 

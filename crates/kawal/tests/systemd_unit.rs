@@ -172,7 +172,7 @@ fn the_unit_runs_kawal_as_its_own_user_without_privileges() {
         &[
             (
                 "ExecStart",
-                "/usr/bin/kawal run --config /etc/kawal/kawal.toml",
+                "/usr/bin/kawal boot --config /etc/kawal/kawal.toml",
             ),
             ("User", "kawal"),
             ("Group", "kawal"),

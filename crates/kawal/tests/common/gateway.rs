@@ -30,6 +30,8 @@ pub struct Gateway {
     pub admin_password: String,
     pub ca_pem: String,
     child: Option<Child>,
+    /// The child is `kawal boot --supervise` in its own process group (the daemon under it).
+    group: bool,
 }
 
 /// The base configuration: loopback ports, cheap Argon2id (tests log in thousands of times;
@@ -66,6 +68,13 @@ impl Gateway {
 
     /// As [`Gateway::start`], after `change` edits the configuration.
     pub fn start_with(change: impl FnOnce(&mut toml::Table)) -> Self {
+        let mut gw = Self::provision_with(change);
+        gw.spawn();
+        gw
+    }
+
+    /// Provisions a device with the base configuration edited by `change`, without starting it.
+    pub fn provision_with(change: impl FnOnce(&mut toml::Table)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let mut cfg = base_config(&data);
@@ -85,7 +94,7 @@ impl Gateway {
         let ca_pem = std::fs::read_to_string(data.join("pki/dev-ca.crt.pem")).unwrap();
         let api = cfg["listen"]["api"].as_str().unwrap().parse().unwrap();
         let mqtt = cfg["listen"]["mqtt"].as_str().unwrap().parse().unwrap();
-        let mut gw = Self {
+        Self {
             tmp,
             data,
             config,
@@ -94,9 +103,57 @@ impl Gateway {
             admin_password,
             ca_pem,
             child: None,
-        };
-        gw.spawn();
-        gw
+            group: false,
+        }
+    }
+
+    /// Starts the daemon through `kawal boot --supervise` (the update launcher, in a process
+    /// group of its own so that stopping it stops the daemon under it) and waits until it
+    /// answers.
+    pub fn spawn_boot(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(self.tmp.path().join("daemon.log")).unwrap();
+        let child = kawal()
+            .args(["boot", "--supervise", "--config", d(&self.config)])
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.group = true;
+        self.wait_listening();
+    }
+
+    /// Waits until the API accepts connections (the daemon may be restarting).
+    pub fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+            {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("daemon exited with {status}: {}", self.daemon_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` to the supervisor's whole process group (see [`Gateway::spawn_boot`]).
+    fn signal_group(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args([signal, "--", &format!("-{}", c.id())])
+                .status();
+        }
     }
 
     /// Starts (or restarts) the daemon process and waits until it answers.
@@ -115,24 +172,8 @@ impl Gateway {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-            {
-                return;
-            }
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!("daemon exited with {status}: {}", self.daemon_log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not listen: {}",
-                self.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.group = false;
+        self.wait_listening();
     }
 
     /// The daemon's process id, while it runs.
@@ -172,6 +213,9 @@ impl Gateway {
 
     /// Stops the daemon with SIGTERM; returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
+        if self.group {
+            self.signal_group("-TERM");
+        }
         let mut child = self.child.take()?;
         // SAFETY-free: kill(1) is the portable way to send SIGTERM from a test.
         let _ = std::process::Command::new("kill")
@@ -250,6 +294,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if self.group {
+            self.signal_group("-KILL");
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -1,0 +1,591 @@
+//! Signed updates in the daemon (G045 PL-2-1, PL-2-2, PL-2-3): the API's [`UpdateBackend`]
+//! (check, apply, rollback, state), the trial of a newly installed slot (health checks, then
+//! commit or rollback) and the audit events of every step.
+//!
+//! The slots and the boot state live in `[update] slots`; `kawal boot` (see [`crate::boot`])
+//! starts the slot the boot state chooses. After an apply or a rollback the daemon asks to be
+//! restarted ([`RESTART_EXIT`]) so the launcher starts the other slot.
+pub mod vendor;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kawal_api::update::{UpdateBackend, UpdateError};
+use kawal_audit::{AuditLog, Event, Outcome};
+use kawal_update::bundle::{BundleLimits, HealthCheck};
+use kawal_update::install::{self, DeviceId, InstallError, Step, Updater};
+use kawal_update::slots::{self, BootControl, BootState, DirSlots, EventKind, RollbackReason};
+use kawal_update::transport::HttpsSettings;
+use kawal_update::verify::{MetadataLimits, Source, Trust};
+use serde_json::{Value, json};
+
+use crate::config::update::{UpdateSettings, UpdateSource};
+use crate::error::{CliError, Exit, Result};
+
+/// The exit code that asks the supervisor (systemd, or `kawal boot --supervise`) to start the
+/// daemon again at once, in the slot the boot state now chooses (EX_TEMPFAIL).
+pub const RESTART_EXIT: i32 = Exit::Restart as i32;
+
+/// The environment variable `kawal boot` sets to the slot it started (`a` or `b`).
+pub const SLOT_ENV: &str = "KAWAL_SLOT";
+
+/// How long the answer to an apply or rollback has to reach the caller before the restart.
+const RESTART_GRACE: Duration = Duration::from_secs(1);
+
+/// The updater for `settings`.
+pub fn updater(settings: &UpdateSettings) -> Result<Updater> {
+    let source = match &settings.source {
+        UpdateSource::Dir(dir) => Source::local_dir(dir),
+        UpdateSource::Https { url, ca_file } => {
+            let url = url::Url::parse(url)
+                .map_err(|e| CliError::new(Exit::Config, format!("update.source: {e}")))?;
+            Source::https(url, &HttpsSettings::new(vec![ca_file.clone()]))
+        }
+    }
+    .map_err(|e| CliError::new(Exit::Config, format!("update.source: {e}")))?;
+    Ok(Updater {
+        trust: Trust {
+            trusted_root: settings.root.clone(),
+            datastore: settings.datastore.clone(),
+            limits: MetadataLimits::default(),
+        },
+        source,
+        device: DeviceId {
+            product: settings.product.clone(),
+            hardware: settings.hardware.clone(),
+        },
+        limits: BundleLimits::default(),
+    })
+}
+
+/// The slots of `settings`.
+pub fn slots(settings: &UpdateSettings) -> DirSlots {
+    DirSlots::open(settings.slots.clone())
+}
+
+/// The slot this process was started in by `kawal boot`, if any.
+pub fn running_slot() -> Option<slots::Slot> {
+    std::env::var(SLOT_ENV)
+        .ok()
+        .and_then(|s| slots::Slot::from_name(&s.to_ascii_uppercase()))
+}
+
+fn rfc3339(unix: u64) -> String {
+    crate::devcert::rfc3339(i64::try_from(unix).unwrap_or(i64::MAX))
+}
+
+fn event_kind(k: EventKind) -> &'static str {
+    match k {
+        EventKind::Initialised => "initialised",
+        EventKind::TrialStarted => "trial-started",
+        EventKind::TrialBoot => "trial-boot",
+        EventKind::Committed => "committed",
+        EventKind::RolledBack => "rolled-back",
+        EventKind::Degraded => "degraded",
+    }
+}
+
+fn rollback_reason(r: RollbackReason) -> &'static str {
+    match r {
+        RollbackReason::BootsExhausted => "trial boots exhausted without a passing health check",
+        RollbackReason::DeadlinePassed => "the health check did not pass within the deadline",
+        RollbackReason::HealthCheckFailed => "the health check failed",
+        RollbackReason::Operator => "an operator asked for it",
+        RollbackReason::TrialSlotNotRunnable => "the slot on trial holds nothing runnable",
+    }
+}
+
+/// The boot state as JSON for the API, the console and the report.
+pub fn state_json(state: &BootState, settings: &UpdateSettings) -> Value {
+    let history: Vec<Value> = state
+        .events
+        .iter()
+        .map(|e| {
+            let reason = e
+                .rollback
+                .map(|r| rollback_reason(r).to_owned())
+                .or_else(|| e.degraded.as_ref().map(|d| format!("{d:?}")))
+                .or_else(|| e.from_version.as_ref().map(|v| format!("from {v}")));
+            json!({
+                "at": rfc3339(e.at_unix),
+                "kind": event_kind(e.kind),
+                "slot": e.slot.dir_name(),
+                "version": e.version,
+                "reason": reason,
+            })
+        })
+        .collect();
+    json!({
+        "version": state.committed.version,
+        "slot": state.committed.slot.dir_name(),
+        "security_version": state.security_floor,
+        "trial": state.trial.as_ref().map(|t| json!({
+            "version": t.version,
+            "slot": t.slot.dir_name(),
+            "security_version": t.security_version,
+            "boots_used": t.boots_used,
+            "max_boots": t.max_boots,
+            "started_at": rfc3339(t.started_at_unix),
+            "deadline_s": t.deadline_s,
+        })),
+        "failed_versions": state.failed,
+        "history": history,
+        "running_slot": running_slot().map(slots::Slot::dir_name),
+        "product": settings.product,
+        "hardware": settings.hardware,
+        "source": match &settings.source {
+            UpdateSource::Dir(d) => d.display().to_string(),
+            UpdateSource::Https { url, .. } => url.clone(),
+        },
+    })
+}
+
+/// The daemon's update operations.
+pub struct DaemonUpdates {
+    settings: UpdateSettings,
+    slots: Mutex<DirSlots>,
+    log: Arc<AuditLog>,
+    rt: tokio::runtime::Handle,
+    restart: tokio::sync::mpsc::Sender<()>,
+}
+
+impl std::fmt::Debug for DaemonUpdates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonUpdates")
+            .field("slots", &self.settings.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+fn record(log: &AuditLog, event: Event) {
+    if let Err(e) = log.append(event) {
+        tracing::error!(error = %e, "audit log write failed");
+    }
+}
+
+impl DaemonUpdates {
+    /// The backend, on the runtime `rt`; `restart` asks the daemon to stop for a restart.
+    pub fn new(
+        settings: &UpdateSettings,
+        log: Arc<AuditLog>,
+        rt: tokio::runtime::Handle,
+        restart: tokio::sync::mpsc::Sender<()>,
+    ) -> Result<Self> {
+        Ok(Self {
+            slots: Mutex::new(slots(settings)),
+            settings: settings.clone(),
+            log,
+            rt,
+            restart,
+        })
+    }
+
+    /// The updater, made for each operation: the source (a USB stick, a server) may come and
+    /// go while the daemon runs.
+    fn updater(&self) -> std::result::Result<Updater, UpdateError> {
+        updater(&self.settings).map_err(|e| UpdateError::Unavailable(e.message))
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, DirSlots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn restart_soon(&self) {
+        let tx = self.restart.clone();
+        self.rt.spawn(async move {
+            tokio::time::sleep(RESTART_GRACE).await;
+            let _ = tx.send(()).await;
+        });
+    }
+
+    /// Records a refusal or failure and turns it into the API's error.
+    fn refused(&self, op: &str, actor: &str, e: &InstallError) -> UpdateError {
+        let (outcome, shown) = match e {
+            InstallError::UpToDate { .. } => (Outcome::Info, UpdateError::Conflict(e.to_string())),
+            e if e.is_rejection() => (Outcome::Denied, UpdateError::Refused(e.to_string())),
+            InstallError::Slots(s) => (Outcome::Failure, UpdateError::Conflict(s.to_string())),
+            InstallError::Verify(v) if !v.is_rejection() => {
+                (Outcome::Failure, UpdateError::Unavailable(e.to_string()))
+            }
+            _ => (Outcome::Failure, UpdateError::Internal(e.to_string())),
+        };
+        record(
+            &self.log,
+            Event::new("update.refused", actor, outcome)
+                .with("operation", op)
+                .with("reason", e.to_string()),
+        );
+        shown
+    }
+}
+
+impl UpdateBackend for DaemonUpdates {
+    fn status(&self) -> std::result::Result<Value, UpdateError> {
+        let state = self
+            .slots()
+            .state()
+            .map_err(|e| UpdateError::Internal(e.to_string()))?;
+        Ok(state_json(&state, &self.settings))
+    }
+
+    fn check(&self, actor: &str) -> std::result::Result<Value, UpdateError> {
+        let updater = self.updater()?;
+        let slots = self.slots().clone();
+        let checked = self
+            .rt
+            .block_on(updater.check(&slots))
+            .map(|(_, c)| c)
+            .map_err(|e| self.refused("check", actor, &e))?;
+        let offer = checked.offer.as_ref().map(|o| {
+            json!({
+                "target": o.target.name,
+                "version": o.facts.version,
+                "security_version": o.facts.security_version,
+                "product": o.facts.product,
+                "length": o.target.length,
+            })
+        });
+        let mut ev = Event::new("update.checked", actor, Outcome::Success)
+            .with("installed", checked.installed.as_str())
+            .with("metadata_versions", format!("{:?}", checked.metadata));
+        if let Some(o) = &checked.offer {
+            ev = ev.with("offered", o.facts.version.as_str());
+        }
+        record(&self.log, ev);
+        Ok(json!({
+            "installed": checked.installed,
+            "offer": offer,
+            "metadata_versions": checked.metadata,
+            "skipped": checked.skipped.iter().map(|(v, why)| json!({"version": v, "why": why})).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn apply(&self, actor: &str) -> std::result::Result<Value, UpdateError> {
+        let updater = self.updater()?;
+        let mut slots = self.slots();
+        if let Ok(s) = slots.state()
+            && let Some(t) = &s.trial
+        {
+            return Err(UpdateError::Conflict(format!(
+                "version {} is on trial in slot {}: it must be committed or rolled back first",
+                t.version,
+                t.slot.dir_name()
+            )));
+        }
+        record(
+            &self.log,
+            Event::new("update.apply-started", actor, Outcome::Info),
+        );
+        let log = Arc::clone(&self.log);
+        let who = actor.to_owned();
+        let mut on_step = move |step: Step| {
+            let ev = match step {
+                Step::MetadataVerified { versions } => {
+                    Event::new("update.metadata-verified", &who, Outcome::Success)
+                        .with("root", versions[0])
+                        .with("timestamp", versions[1])
+                        .with("snapshot", versions[2])
+                        .with("targets", versions[3])
+                }
+                Step::Downloading {
+                    target,
+                    version,
+                    length,
+                } => Event::new("update.downloading", &who, Outcome::Info)
+                    .with("target", target)
+                    .with("version", version)
+                    .with("length", length),
+                Step::Installed { version, slot } => {
+                    Event::new("update.installed", &who, Outcome::Success)
+                        .with("version", version)
+                        .with("slot", slot.dir_name())
+                }
+            };
+            record(&log, ev);
+        };
+        let applied = self
+            .rt
+            .block_on(updater.apply(&mut *slots, &mut on_step))
+            .map_err(|e| self.refused("apply", actor, &e))?;
+        let checks: Vec<&str> = applied.checks.iter().map(|c| check_name(*c)).collect();
+        record(
+            &self.log,
+            Event::new("update.trial-started", actor, Outcome::Success)
+                .with("version", applied.version.as_str())
+                .with("from_version", applied.from_version.as_str())
+                .with("security_version", applied.security_version)
+                .with("slot", applied.slot.dir_name())
+                .with("checks", checks.join(","))
+                .with("max_boots", u64::from(applied.max_boots))
+                .with("deadline_s", applied.deadline_s),
+        );
+        drop(slots);
+        self.restart_soon();
+        Ok(json!({
+            "version": applied.version,
+            "from_version": applied.from_version,
+            "slot": applied.slot.dir_name(),
+            "security_version": applied.security_version,
+            "checks": checks,
+            "max_boots": applied.max_boots,
+            "deadline_s": applied.deadline_s,
+            "bytes": applied.bytes,
+        }))
+    }
+
+    fn rollback(&self, actor: &str) -> std::result::Result<Value, UpdateError> {
+        let mut slots = self.slots();
+        let state = slots
+            .state()
+            .map_err(|e| UpdateError::Internal(e.to_string()))?;
+        let Some(trial) = state.trial else {
+            return Err(UpdateError::Conflict(format!(
+                "nothing to roll back: no update is on trial ({} is committed in slot {}; a committed update is replaced by the next one)",
+                state.committed.version,
+                state.committed.slot.dir_name()
+            )));
+        };
+        let after = slots
+            .rollback(RollbackReason::Operator)
+            .map_err(|e| UpdateError::Conflict(e.to_string()))?;
+        drop(slots);
+        record(
+            &self.log,
+            Event::new("update.rolled-back", actor, Outcome::Success)
+                .with("version", trial.version.as_str())
+                .with("to_version", after.committed.version.as_str())
+                .with("slot", after.committed.slot.dir_name())
+                .with("reason", rollback_reason(RollbackReason::Operator)),
+        );
+        if running_slot() == Some(trial.slot) {
+            self.restart_soon();
+        }
+        Ok(json!({
+            "version": after.committed.version,
+            "slot": after.committed.slot.dir_name(),
+            "rolled_back": trial.version,
+        }))
+    }
+}
+
+/// The configuration's name of a health check.
+pub fn check_name(c: HealthCheck) -> &'static str {
+    match c {
+        HealthCheck::SelfTest => "self-test",
+        HealthCheck::Integrity => "integrity",
+        HealthCheck::Upstream => "upstream",
+    }
+}
+
+/// Writes the boot state's events that happened since the daemon last ran (trial boots,
+/// rollbacks by `kawal boot`, degraded boots) into the audit log, once each: the launcher runs
+/// before the device is open and cannot log them itself.
+pub fn log_boot_events(
+    dev: &crate::device::Device,
+    log: &AuditLog,
+    settings: &UpdateSettings,
+) -> Result<()> {
+    const SEEN: &str = "update-events-seen";
+    let Ok(state) = slots(settings).state() else {
+        return Ok(());
+    };
+    let seen: Option<(u64, usize)> = dev.get_json(crate::device::tables::HEALTH, SEEN)?;
+    let (seen_at, seen_n) = seen.unwrap_or((0, 0));
+    // Events are kept in order; the ones at or before the last logged time that were already
+    // counted are skipped.
+    let mut same_second = 0usize;
+    let mut newest = (seen_at, seen_n);
+    for e in &state.events {
+        if e.at_unix < seen_at {
+            continue;
+        }
+        if e.at_unix == seen_at {
+            same_second += 1;
+            if same_second <= seen_n {
+                continue;
+            }
+        }
+        let (name, outcome) = match e.kind {
+            EventKind::TrialBoot => ("update.trial-boot", Outcome::Info),
+            EventKind::RolledBack => ("update.rolled-back", Outcome::Failure),
+            EventKind::Degraded => ("update.degraded-boot", Outcome::Failure),
+            EventKind::Committed => ("update.committed", Outcome::Success),
+            EventKind::Initialised => ("update.slots-initialised", Outcome::Info),
+            EventKind::TrialStarted => ("update.trial-recorded", Outcome::Info),
+        };
+        let mut ev = Event::new(name, "kawal-boot", outcome)
+            .with("version", e.version.as_str())
+            .with("slot", e.slot.dir_name())
+            .with("at", rfc3339(e.at_unix));
+        if let Some(r) = e.rollback {
+            ev = ev.with("reason", rollback_reason(r));
+        }
+        if let Some(d) = &e.degraded {
+            ev = ev.with("degraded", format!("{d:?}"));
+        }
+        crate::device::record(log, ev)?;
+        newest = if e.at_unix == newest.0 {
+            (newest.0, newest.1 + 1)
+        } else {
+            (e.at_unix, 1)
+        };
+    }
+    if newest != (seen_at, seen_n) {
+        let json =
+            serde_json::to_vec(&newest).map_err(|e| CliError::new(Exit::Failure, e.to_string()))?;
+        dev.store
+            .put(crate::device::tables::HEALTH, SEEN, &json)
+            .map_err(|e| CliError::new(Exit::Io, format!("store: {e}")))?;
+    }
+    Ok(())
+}
+
+/// What a trial's health checks need of the running daemon.
+pub struct TrialProbe {
+    /// Runs the integrity check now; `Ok` when it passed (or no manifest is installed).
+    pub integrity: Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>,
+    /// Whether the upstream bridge is connected (none configured: `None`).
+    pub upstream: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+/// The trial of the slot this daemon runs in, if it is on trial: runs the health checks the
+/// bundle and the configuration name, then commits, or rolls back and asks for a restart.
+/// Returns at once when there is no trial for this slot.
+pub async fn run_trial(
+    settings: UpdateSettings,
+    log: Arc<AuditLog>,
+    probe: TrialProbe,
+    restart: tokio::sync::mpsc::Sender<()>,
+) {
+    let mut slots = slots(&settings);
+    let Ok(state) = slots.state() else { return };
+    let Some(trial) = state.trial.clone() else {
+        return;
+    };
+    if running_slot() != Some(trial.slot) {
+        return;
+    }
+    let dir = slots.slot_path(trial.slot);
+    let mut checks: Vec<HealthCheck> = match install::verify_slot(&dir) {
+        Ok(m) => m.health().checks().to_vec(),
+        Err(why) => {
+            finish_trial(
+                &mut slots,
+                &log,
+                &trial.version,
+                Err(format!("the slot does not verify: {why}")),
+                &restart,
+            )
+            .await;
+            return;
+        }
+    };
+    for c in &settings.health_checks {
+        let c = match c.as_str() {
+            "self-test" => HealthCheck::SelfTest,
+            "integrity" => HealthCheck::Integrity,
+            _ => HealthCheck::Upstream,
+        };
+        if !checks.contains(&c) {
+            checks.push(c);
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let left = trial
+        .started_at_unix
+        .saturating_add(trial.deadline_s)
+        .saturating_sub(now);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(left);
+    let mut result = Ok(());
+    for c in &checks {
+        let outcome = match c {
+            // The daemon serves only after its power-up self-test passed.
+            HealthCheck::SelfTest => Ok(()),
+            HealthCheck::Integrity => {
+                let f = &probe.integrity;
+                f()
+            }
+            HealthCheck::Upstream => match &probe.upstream {
+                None => Err("no upstream is configured".to_owned()),
+                Some(up) => loop {
+                    if up() {
+                        break Ok(());
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break Err(
+                            "the upstream bridge did not connect before the deadline".to_owned()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                },
+            },
+        };
+        if let Err(why) = outcome {
+            result = Err(format!("{}: {why}", check_name(*c)));
+            break;
+        }
+    }
+    let names: Vec<&str> = checks.iter().map(|c| check_name(*c)).collect();
+    record(
+        &log,
+        Event::new(
+            "update.health-checked",
+            "kawal",
+            if result.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        )
+        .with("version", trial.version.as_str())
+        .with("checks", names.join(","))
+        .with(
+            "result",
+            result.as_ref().err().map_or("passed", String::as_str),
+        ),
+    );
+    finish_trial(&mut slots, &log, &trial.version, result, &restart).await;
+}
+
+async fn finish_trial(
+    slots: &mut DirSlots,
+    log: &AuditLog,
+    version: &str,
+    result: std::result::Result<(), String>,
+    restart: &tokio::sync::mpsc::Sender<()>,
+) {
+    match result {
+        Ok(()) => match slots.commit() {
+            Ok(s) => record(
+                log,
+                Event::new("update.committed", "kawal", Outcome::Success)
+                    .with("version", version)
+                    .with("slot", s.committed.slot.dir_name())
+                    .with("security_version", s.security_floor),
+            ),
+            Err(e) => {
+                record(
+                    log,
+                    Event::new("update.commit-failed", "kawal", Outcome::Failure)
+                        .with("version", version)
+                        .with("reason", e.to_string()),
+                );
+            }
+        },
+        Err(why) => {
+            let to = slots.rollback(RollbackReason::HealthCheckFailed);
+            let mut ev = Event::new("update.rolled-back", "kawal", Outcome::Failure)
+                .with("version", version)
+                .with("reason", why.as_str());
+            if let Ok(s) = &to {
+                ev = ev
+                    .with("to_version", s.committed.version.as_str())
+                    .with("slot", s.committed.slot.dir_name());
+            }
+            record(log, ev);
+            let _ = restart.send(()).await;
+        }
+    }
+}
