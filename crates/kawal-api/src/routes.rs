@@ -116,8 +116,8 @@ const WRITE_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500];
 const SENSOR_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422, 500, 503];
 /// The integrity check on demand: 409 while another runs (or the device cannot check).
 const VERIFY_ERRORS: &[u16] = &[401, 403, 409, 500];
-/// Updates: refused (422), another operation or a trial in progress (409), not configured or
-/// the repository unreachable (503).
+/// Updates: refused (422), not configured, another operation or a trial in progress (409), the
+/// repository unreachable (503).
 const UPDATE_ERRORS: &[u16] = &[401, 403, 409, 422, 500, 503];
 /// EST: a refused token or certificate is 401.
 const EST_ERRORS: &[u16] = &[400, 401, 404, 409, 413, 500, 503];

@@ -23,10 +23,10 @@ pub enum UpdateError {
     /// The update was refused: bad signature, expired metadata, wrong hardware, rollback,
     /// archive tricks, … (the text says which; nothing was installed).
     Refused(String),
-    /// The device's state does not allow it now (another operation running, a trial in
-    /// progress, nothing to roll back to).
+    /// The device's state does not allow it now (updates not configured, another operation
+    /// running, a trial in progress, nothing to roll back to).
     Conflict(String),
-    /// Updates are not configured, or the repository cannot be reached.
+    /// The repository cannot be reached.
     Unavailable(String),
     /// Anything else; logged by the backend, not shown.
     Internal(String),
@@ -64,6 +64,10 @@ pub trait UpdateBackend: Send + Sync {
     fn rollback(&self, actor: &str) -> Result<Value, UpdateError>;
 }
 
+/// Why nothing can be done on a device without `[update]`.
+pub const NOT_CONFIGURED: &str =
+    "updates are not configured on this device ([update] in the configuration)";
+
 /// Which operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -80,9 +84,11 @@ pub enum Op {
 /// Runs `op` for `actor` on the blocking pool; check, apply and rollback one at a time.
 pub async fn run(state: &AppState, op: Op, actor: &str) -> Result<Value, UpdateError> {
     let Some(backend) = state.updates.get().map(Arc::clone) else {
-        return Err(UpdateError::Unavailable(
-            "updates are not configured on this device ([update] in the configuration)".into(),
-        ));
+        // Not an error of the server: the device is configured without updates.
+        return match op {
+            Op::Status => Ok(serde_json::json!({ "configured": false, "reason": NOT_CONFIGURED })),
+            _ => Err(UpdateError::Conflict(NOT_CONFIGURED.into())),
+        };
     };
     let running = if op == Op::Status {
         None

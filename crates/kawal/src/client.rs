@@ -501,7 +501,7 @@ impl Api {
 }
 
 /// An error and its causes on one line (TLS failures say why in a source).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -63,11 +63,17 @@ pub fn slots(settings: &UpdateSettings) -> DirSlots {
     DirSlots::open(settings.slots.clone())
 }
 
-/// The slot this process was started in by `kawal boot`, if any.
-pub fn running_slot() -> Option<slots::Slot> {
-    std::env::var(SLOT_ENV)
+/// The slot this process was started in by `kawal boot`, if any: `KAWAL_SLOT` is believed
+/// only when the running executable is that slot's own, so a stray variable can never make a
+/// daemon run (and commit) the trial of a slot it is not running from.
+pub fn running_slot(settings: &UpdateSettings) -> Option<slots::Slot> {
+    let slot = std::env::var(SLOT_ENV)
         .ok()
-        .and_then(|s| slots::Slot::from_name(&s.to_ascii_uppercase()))
+        .and_then(|s| slots::Slot::from_name(&s.to_ascii_uppercase()))?;
+    let exe = std::fs::canonicalize(std::env::current_exe().ok()?).ok()?;
+    let own =
+        std::fs::canonicalize(crate::boot::slot_exe(&slots(settings).slot_path(slot))).ok()?;
+    (exe == own).then_some(slot)
 }
 
 fn rfc3339(unix: u64) -> String {
@@ -130,7 +136,7 @@ pub fn state_json(state: &BootState, settings: &UpdateSettings) -> Value {
         })),
         "failed_versions": state.failed,
         "history": history,
-        "running_slot": running_slot().map(slots::Slot::dir_name),
+        "running_slot": running_slot(settings).map(slots::Slot::dir_name),
         "product": settings.product,
         "hardware": settings.hardware,
         "source": match &settings.source {
@@ -200,20 +206,24 @@ impl DaemonUpdates {
 
     /// Records a refusal or failure and turns it into the API's error.
     fn refused(&self, op: &str, actor: &str, e: &InstallError) -> UpdateError {
+        // The whole chain: "I/O error on …: No space left on device", not just the first line.
+        let why = crate::client::chain(e);
         let (outcome, shown) = match e {
-            InstallError::UpToDate { .. } => (Outcome::Info, UpdateError::Conflict(e.to_string())),
-            e if e.is_rejection() => (Outcome::Denied, UpdateError::Refused(e.to_string())),
-            InstallError::Slots(s) => (Outcome::Failure, UpdateError::Conflict(s.to_string())),
-            InstallError::Verify(v) if !v.is_rejection() => {
-                (Outcome::Failure, UpdateError::Unavailable(e.to_string()))
+            InstallError::UpToDate { .. } => (Outcome::Info, UpdateError::Conflict(why.clone())),
+            e if e.is_rejection() => (Outcome::Denied, UpdateError::Refused(why.clone())),
+            InstallError::Slots(_) | InstallError::Bundle(_) => {
+                (Outcome::Failure, UpdateError::Conflict(why.clone()))
             }
-            _ => (Outcome::Failure, UpdateError::Internal(e.to_string())),
+            InstallError::Verify(v) if !v.is_rejection() => {
+                (Outcome::Failure, UpdateError::Unavailable(why.clone()))
+            }
+            _ => (Outcome::Failure, UpdateError::Internal(why.clone())),
         };
         record(
             &self.log,
             Event::new("update.refused", actor, outcome)
                 .with("operation", op)
-                .with("reason", e.to_string()),
+                .with("reason", why),
         );
         shown
     }
@@ -357,7 +367,7 @@ impl UpdateBackend for DaemonUpdates {
                 .with("slot", after.committed.slot.dir_name())
                 .with("reason", rollback_reason(RollbackReason::Operator)),
         );
-        if running_slot() == Some(trial.slot) {
+        if running_slot(&self.settings) == Some(trial.slot) {
             self.restart_soon();
         }
         Ok(json!({
@@ -462,7 +472,7 @@ pub async fn run_trial(
     let Some(trial) = state.trial.clone() else {
         return;
     };
-    if running_slot() != Some(trial.slot) {
+    if running_slot(&settings) != Some(trial.slot) {
         return;
     }
     let dir = slots.slot_path(trial.slot);

@@ -159,16 +159,7 @@ pub async fn integrity_loop(
             }
         };
         let changed = v.problems != last_problems;
-        if changed {
-            let log = Arc::clone(&log);
-            let event = v.event();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = device::record(&log, event) {
-                    tracing::error!(error = %e, "could not log the integrity check");
-                }
-            })
-            .await;
-        }
+        let event = changed.then(|| v.event());
         if v.ok {
             tracing::debug!(summary = %v.summary(), "periodic integrity check");
         } else {
@@ -176,7 +167,18 @@ pub async fn integrity_loop(
         }
         last_problems.clone_from(&v.problems);
         let failed = !v.ok;
+        // Health shows the result before the event is in the log: whoever reads the event can
+        // rely on health saying the same.
         status.set_integrity(v);
+        if let Some(event) = event {
+            let log = Arc::clone(&log);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = device::record(&log, event) {
+                    tracing::error!(error = %e, "could not log the integrity check");
+                }
+            })
+            .await;
+        }
         if failed && settings.on_mismatch == OnMismatch::StopServing {
             tracing::error!("integrity mismatch: on-mismatch = stop-serving, shutting down");
             let _ = stop.send(()).await;

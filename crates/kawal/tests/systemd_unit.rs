@@ -652,6 +652,12 @@ const KNOBS: &[(&str, Knob)] = &[
         Knob::Operator("where the CLI keeps its own session file (0600)"),
     ),
     (
+        "KAWAL_SLOT",
+        Knob::Operator(
+            "set by kawal boot for the daemon it starts; believed only when the running executable is that slot's own",
+        ),
+    ),
+    (
         "KAWAL_LOG",
         Knob::Operator("the diagnostic log filter; only who sets the service's environment (root)"),
     ),

@@ -12,124 +12,29 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::gateway::{Api, Gateway, set};
-use common::{d, run};
+use common::gateway::{Api, Gateway};
+use common::update::{Vendor, device};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const PW: &str = "Quiet-Harbour-Lamp-73";
-const PRODUCT: &str = "kawal-gateway";
-const HARDWARE: &str = "board-x1";
 
-/// The vendor's side: a repository, and a payload folder holding this build of kawal.
-struct Vendor {
-    repo: PathBuf,
-    published: PathBuf,
-    payload: PathBuf,
-    work: PathBuf,
-}
-
-impl Vendor {
-    fn new(dir: &Path) -> Self {
-        let v = Self {
-            repo: dir.join("repo"),
-            published: dir.join("published"),
-            payload: dir.join("payload"),
-            work: dir.to_path_buf(),
-        };
-        let r = run(&["update", "repo", "init", "--dir", d(&v.repo)]);
-        assert_eq!(r.code, 0, "{}", r.all());
-        v.publish();
-        std::fs::create_dir_all(&v.payload).unwrap();
-        let exe = v.payload.join("kawal");
-        std::fs::copy(env!("CARGO_BIN_EXE_kawal"), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        v
-    }
-
-    /// Makes, adds and publishes a bundle of `version`.
-    fn release(&self, version: &str, security_version: u64, checks: &[&str]) {
-        let out = self.work.join(format!("kawal-{version}.bundle"));
-        let sv = security_version.to_string();
-        let mut args = vec![
-            "update",
-            "bundle",
-            "--payload",
-            d(&self.payload),
-            "--product",
-            PRODUCT,
-            "--version",
-            version,
-            "--security-version",
-            &sv,
-            "--hardware",
-            HARDWARE,
-            "--max-boots",
-            "2",
-            "--deadline-s",
-            "60",
-            "--out",
-            d(&out),
-        ];
-        for c in checks {
-            args.extend(["--check", c]);
-        }
-        let r = run(&args);
-        assert_eq!(r.code, 0, "{}", r.all());
-        let r = run(&[
-            "update",
-            "repo",
-            "add",
-            "--dir",
-            d(&self.repo),
-            "--bundle",
-            d(&out),
-        ]);
-        assert_eq!(r.code, 0, "{}", r.all());
-        self.publish();
-    }
-
-    fn publish(&self) {
-        let r = run(&[
-            "update",
-            "repo",
-            "publish",
-            "--dir",
-            d(&self.repo),
-            "--out",
-            d(&self.published),
-        ]);
-        assert_eq!(r.code, 0, "{}", r.all());
-    }
-}
-
-fn device(vendor: &Vendor) -> Gateway {
-    let mut gw = Gateway::provision_with(|cfg| {
-        set(cfg, "update", "source", d(&vendor.published));
-        set(cfg, "update", "product", PRODUCT);
-        set(cfg, "update", "hardware", HARDWARE);
-        set(
-            cfg,
-            "update",
-            "root",
-            d(&vendor.repo.join("metadata/1.root.json")),
-        );
-    });
-    gw.spawn_boot();
-    gw
-}
-
-/// Logs in as admin (changing the initial password the first time).
+/// Logs in as admin (changing the initial password the first time), waiting out a restart.
 fn admin(gw: &Gateway) -> Api {
-    let mut api = gw.client();
-    if api.login("admin", PW).status() == StatusCode::OK {
-        return api;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut api = gw.client();
+        match api.try_login("admin", PW) {
+            Some(StatusCode::OK) => return api,
+            Some(_) => return gw.admin_ready(PW),
+            None => {
+                assert!(Instant::now() < deadline, "no login: {}", gw.daemon_log());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
-    gw.admin_ready(PW)
 }
 
 fn status(gw: &mut Gateway) -> Value {
@@ -144,18 +49,15 @@ fn status(gw: &mut Gateway) -> Value {
 fn wait_state(gw: &mut Gateway, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let ok = std::net::TcpStream::connect_timeout(&gw.addr, Duration::from_millis(200)).is_ok();
-        if ok {
-            let mut api = gw.client();
-            if api.login("admin", PW).status() == StatusCode::OK {
-                let r = api.get("/api/v1/update");
-                if r.status() == StatusCode::OK {
-                    let v: Value = r.json().unwrap();
-                    if done(&v) {
-                        return v;
-                    }
-                }
-            }
+        // The daemon may restart at any moment here: every call may fail, and is tried again.
+        let mut api = gw.client();
+        if api.try_login("admin", PW) == Some(StatusCode::OK)
+            && let Some(r) = api.try_get("/api/v1/update")
+            && r.status() == StatusCode::OK
+            && let Ok(v) = r.json::<Value>()
+            && done(&v)
+        {
+            return v;
         }
         assert!(
             Instant::now() < deadline,
@@ -349,4 +251,65 @@ fn tampered_and_foreign_bundles_are_refused_and_nothing_changes() {
     );
     let refused = gw.events("update.refused");
     assert!(!refused.is_empty(), "the refusal is logged");
+}
+
+/// The daemon under the `kawal boot --supervise` parent, if it runs.
+fn daemon_pid(gw: &Gateway) -> Option<u32> {
+    let sup = gw.pid()?;
+    std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// G045: PL-2-2
+/// `kill -9` of the daemon at random moments after an apply (download, install, restart, trial,
+/// commit): each time the device comes back in a slot whose files verify, and applying again
+/// completes. Rounds: `KAWAL_UPDATE_KILL_ROUNDS` (default 4; the library test kills 200 times).
+#[test]
+fn killing_the_daemon_during_an_update_leaves_a_verified_slot_and_the_update_completes() {
+    let rounds: u64 = std::env::var("KAWAL_UPDATE_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let tmp = tempfile::tempdir().unwrap();
+    let vendor = Vendor::new(tmp.path());
+    let mut gw = device(&vendor);
+    let _ = status(&mut gw);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        | 1;
+    for n in 0..rounds {
+        let version = format!("0.{}.0", n + 2);
+        vendor.release(&version, 1, &["self-test"]);
+        let mut api = admin(&gw);
+        let (s, v) = apply(&mut api);
+        assert_eq!(s, StatusCode::OK, "{v}");
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        std::thread::sleep(Duration::from_millis(u64::from(seed % 2500)));
+        if let Some(pid) = daemon_pid(&gw) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let state = wait_state(&mut gw, 90, |v| v["trial"].is_null());
+        let running = state["running_slot"].as_str().unwrap().to_owned();
+        kawal_update::install::verify_slot(&gw.data.join("slots").join(&running))
+            .unwrap_or_else(|e| panic!("slot {running} does not verify: {e}"));
+        if state["version"] != version.as_str() {
+            let mut api = admin(&gw);
+            let (s, v) = apply(&mut api);
+            assert_eq!(s, StatusCode::OK, "re-applying {version}: {v}");
+        }
+        let done = wait_state(&mut gw, 90, |v| {
+            v["version"] == version.as_str() && v["trial"].is_null()
+        });
+        assert_eq!(done["running_slot"], done["slot"], "{done}");
+    }
 }

@@ -79,6 +79,11 @@ async fn page(
     let chrome = Chrome::new(state, Some(p), "update");
     let can_apply = !p.must_change && p.role.allows(Privilege::UpdatesApply);
     let (configured, v, error) = match run(state, Op::Status, &p.user).await {
+        Ok(v) if v["configured"] == false => (
+            false,
+            v,
+            error.or(Some(crate::update::NOT_CONFIGURED.into())),
+        ),
         Ok(v) => (true, v, error),
         Err(UpdateError::Unavailable(why)) => (false, Value::Null, error.or(Some(why))),
         Err(e) => (true, Value::Null, error.or(Some(message(&e)))),

@@ -414,6 +414,31 @@ impl Api {
         r
     }
 
+    /// As [`Api::login`], for a daemon that may be restarting: `None` when the connection
+    /// fails instead of a panic.
+    pub fn try_login(&mut self, user: &str, password: &str) -> Option<StatusCode> {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/login", self.base))
+            .json(&serde_json::json!({ "username": user, "password": password }))
+            .send()
+            .ok()?;
+        self.keep(&r);
+        let status = r.status();
+        if status == StatusCode::OK {
+            let v: Value = self.try_get("/api/v1/session")?.json().ok()?;
+            self.csrf = v["csrf_token"].as_str().map(str::to_owned);
+        }
+        Some(status)
+    }
+
+    /// A GET that answers `None` when the connection fails (the daemon is restarting).
+    pub fn try_get(&mut self, path: &str) -> Option<Response> {
+        let r = self.req(reqwest::Method::GET, path).send().ok()?;
+        self.keep(&r);
+        Some(r)
+    }
+
     /// Re-authenticates and returns the single-use proof (the session ID changes).
     pub fn reauth(&mut self, password: &str) -> String {
         let r = self.post(

@@ -12,6 +12,7 @@ pub mod integrity;
 pub mod mosquitto;
 pub mod rsyslog;
 pub mod sensors;
+pub mod update;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
