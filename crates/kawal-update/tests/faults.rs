@@ -67,6 +67,13 @@ impl Paths {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn rng(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -191,11 +198,7 @@ fn kill9_child() {
     let paths = Paths {
         root: PathBuf::from(root),
     };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(update_once(&paths));
+    runtime().block_on(update_once(&paths));
 }
 
 fn spawn_child(paths: &Paths) -> std::process::Child {
@@ -287,10 +290,7 @@ fn power_cuts_during_updates_never_leave_an_unverified_slot() {
     let paths = Paths {
         root: tmp.path().to_path_buf(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         repo::init(&paths.repo(), &InitOptions::default())
             .await
@@ -368,10 +368,7 @@ fn disk_full_child() {
     let before = slots.state().expect("state");
     let a = slots.slot_path(Slot::A);
     verify_slot(&a).expect("factory slot verifies");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let err = rt
         .block_on(paths.updater().apply(&mut slots, &mut |_| {}))
         .expect_err("the install cannot fit");
@@ -407,10 +404,7 @@ fn a_full_disk_during_install_leaves_the_active_slot_untouched() {
     let paths = Paths {
         root: tmp.path().to_path_buf(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         repo::init(&paths.repo(), &InitOptions::default())
             .await

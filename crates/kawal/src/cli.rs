@@ -225,35 +225,7 @@ enum UpdateCmd {
     #[command(flatten)]
     Device(client::update::UpdateAction),
     /// Vendor: make a bundle from a folder of files (the payload: `kawal` and what it needs).
-    Bundle {
-        /// The folder whose files become the payload.
-        #[arg(long)]
-        payload: PathBuf,
-        /// The product.
-        #[arg(long)]
-        product: String,
-        /// The version, e.g. 1.4.2.
-        #[arg(long)]
-        version: String,
-        /// The security version (anti-rollback): devices refuse a bundle below theirs.
-        #[arg(long)]
-        security_version: u64,
-        /// A compatible hardware id (repeat for several).
-        #[arg(long = "hardware", required = true)]
-        hardware: Vec<String>,
-        /// Health checks of the trial: self-test, integrity, upstream (repeat).
-        #[arg(long = "check")]
-        checks: Vec<String>,
-        /// Trial boots allowed before the health checks must have passed.
-        #[arg(long, default_value_t = 3)]
-        max_boots: u8,
-        /// Seconds allowed for the health checks to pass.
-        #[arg(long, default_value_t = 300)]
-        deadline_s: u32,
-        /// Where to write the bundle.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Bundle(crate::update::vendor::BundleArgs),
     /// Vendor: the TUF repository that publishes bundles.
     Repo {
         #[command(subcommand)]
@@ -813,30 +785,9 @@ fn dispatch(command: Command) -> Result<()> {
             &client::session_path(client.session_file.as_deref())?,
         ),
         Command::Update {
-            action:
-                UpdateCmd::Bundle {
-                    payload,
-                    product,
-                    version,
-                    security_version,
-                    hardware,
-                    checks,
-                    max_boots,
-                    deadline_s,
-                    out,
-                },
+            action: UpdateCmd::Bundle(args),
             client: _,
-        } => crate::update::vendor::bundle_cmd(&crate::update::vendor::BundleArgs {
-            payload,
-            product,
-            version,
-            security_version,
-            hardware,
-            checks,
-            max_boots,
-            deadline_s,
-            out,
-        }),
+        } => crate::update::vendor::bundle_cmd(&args),
         Command::Update {
             action: UpdateCmd::Repo { action },
             client: _,

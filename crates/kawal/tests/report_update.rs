@@ -9,11 +9,11 @@
 )]
 mod common;
 
-use std::os::unix::fs::FileExt;
 use common::gateway::Gateway;
 use common::update::{Vendor, device};
 use common::{d, run};
 use serde_json::Value;
+use std::os::unix::fs::FileExt;
 
 fn audit(gw: &Gateway) -> Value {
     let r = run(&["audit", "--config", d(&gw.config), "--format", "json"]);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::durable::{Durable, FsDurable};
 use super::machine::{self, Backend};
 use super::{
-    BootControl, BootDecision, BootState, Clock, Committed, Error, Result, RollbackReason,
-    SLOT_EXECUTABLE, Slot, Trial, TrialRequest, record, system_clock,
+    BootControl, BootState, Clock, Committed, Error, Result, SLOT_EXECUTABLE, Slot, record,
+    system_clock,
 };
 
 /// The folder back end of [`BootControl`].
@@ -124,54 +124,12 @@ impl Backend for DirSlots {
         (self.clock)()
     }
 
-    fn runnable(&self, slot: Slot) -> bool {
-        executable_in(&self.slot_path(slot))
-    }
-
     fn slot_dir(&self, slot: Slot) -> PathBuf {
-        self.slot_path(slot)
-    }
-}
-
-impl BootControl for DirSlots {
-    fn state(&self) -> Result<BootState> {
-        self.load()
-    }
-
-    fn prepare_inactive(&mut self) -> Result<PathBuf> {
-        let state = self.load()?;
-        if let Some(t) = state.trial {
-            return Err(Error::TrialInProgress { version: t.version });
-        }
-        let dir = self.slot_path(state.committed.slot.other());
-        empty_slot_dir(&dir)?;
-        Ok(dir)
-    }
-
-    fn begin_trial(&mut self, request: &TrialRequest) -> Result<Trial> {
-        machine::drive_begin_trial(self, request)
-    }
-
-    fn boot(&mut self) -> Result<BootDecision> {
-        machine::boot(self)
-    }
-
-    fn commit(&mut self) -> Result<BootState> {
-        machine::drive_commit(self)
-    }
-
-    fn rollback(&mut self, reason: RollbackReason) -> Result<BootState> {
-        machine::drive_rollback(self, reason)
-    }
-
-    fn is_runnable(&self, slot: Slot) -> bool {
-        self.runnable(slot)
-    }
-
-    fn slot_path(&self, slot: Slot) -> PathBuf {
         self.root.join(slot.dir_name())
     }
 }
+
+machine::boot_control_over_backend!(DirSlots);
 
 /// Whether `dir` is a real folder (not a link) holding a non-empty executable regular file
 /// [`SLOT_EXECUTABLE`] (not a link either: a slot runs only what is in it).

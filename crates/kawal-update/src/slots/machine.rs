@@ -19,11 +19,67 @@ pub(crate) trait Backend {
     fn store(&mut self, next: &BootState) -> Result<()>;
     /// Unix seconds now.
     fn now(&self) -> u64;
-    /// Whether `slot` holds a runnable kawal.
-    fn runnable(&self, slot: Slot) -> bool;
     /// The folder of `slot`.
     fn slot_dir(&self, slot: Slot) -> PathBuf;
+    /// Whether `slot` holds a runnable kawal.
+    fn runnable(&self, slot: Slot) -> bool {
+        super::dir::executable_in(&self.slot_dir(slot))
+    }
 }
+
+/// Implements [`super::BootControl`] for a [`Backend`]: every back end runs the same state
+/// machine over its own storage.
+macro_rules! boot_control_over_backend {
+    ($backend:ty) => {
+        impl $crate::slots::BootControl for $backend {
+            fn state(&self) -> $crate::slots::Result<$crate::slots::BootState> {
+                $crate::slots::machine::Backend::load(self)
+            }
+
+            fn prepare_inactive(&mut self) -> $crate::slots::Result<std::path::PathBuf> {
+                let state = $crate::slots::machine::Backend::load(self)?;
+                if let Some(t) = state.trial {
+                    return Err($crate::slots::Error::TrialInProgress { version: t.version });
+                }
+                let dir =
+                    $crate::slots::machine::Backend::slot_dir(self, state.committed.slot.other());
+                $crate::slots::dir::empty_slot_dir(&dir)?;
+                Ok(dir)
+            }
+
+            fn begin_trial(
+                &mut self,
+                request: &$crate::slots::TrialRequest,
+            ) -> $crate::slots::Result<$crate::slots::Trial> {
+                $crate::slots::machine::drive_begin_trial(self, request)
+            }
+
+            fn boot(&mut self) -> $crate::slots::Result<$crate::slots::BootDecision> {
+                $crate::slots::machine::boot(self)
+            }
+
+            fn commit(&mut self) -> $crate::slots::Result<$crate::slots::BootState> {
+                $crate::slots::machine::drive_commit(self)
+            }
+
+            fn rollback(
+                &mut self,
+                reason: $crate::slots::RollbackReason,
+            ) -> $crate::slots::Result<$crate::slots::BootState> {
+                $crate::slots::machine::drive_rollback(self, reason)
+            }
+
+            fn is_runnable(&self, slot: $crate::slots::Slot) -> bool {
+                $crate::slots::machine::Backend::runnable(self, slot)
+            }
+
+            fn slot_path(&self, slot: $crate::slots::Slot) -> std::path::PathBuf {
+                $crate::slots::machine::Backend::slot_dir(self, slot)
+            }
+        }
+    };
+}
+pub(crate) use boot_control_over_backend;
 
 fn event(kind: EventKind, at_unix: u64, slot: Slot, version: &str) -> Event {
     Event {

@@ -12,15 +12,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::dir::{empty_slot_dir, executable_in};
 use super::durable::{Durable, FsDurable, write_in_place};
 use super::error::EnvProblem;
 use super::machine::{self, Backend};
 use super::ubootenv::{self, Block, Layout, Vars};
-use super::{
-    BootControl, BootDecision, BootState, Clock, Committed, Error, Event, Result, RollbackReason,
-    Slot, Trial, TrialRequest, system_clock,
-};
+use super::{BootState, Clock, Committed, Error, Event, Result, Slot, Trial, system_clock};
 
 const COMMITTED: &str = "kawal_committed";
 const VERSION: &str = "kawal_version";
@@ -327,51 +323,7 @@ impl Backend for UbootEnv {
         (self.clock)()
     }
 
-    fn runnable(&self, slot: Slot) -> bool {
-        executable_in(&self.slot_path(slot))
-    }
-
     fn slot_dir(&self, slot: Slot) -> PathBuf {
-        self.slot_path(slot)
-    }
-}
-
-impl BootControl for UbootEnv {
-    fn state(&self) -> Result<BootState> {
-        self.load()
-    }
-
-    fn prepare_inactive(&mut self) -> Result<PathBuf> {
-        let state = self.load()?;
-        if let Some(t) = state.trial {
-            return Err(Error::TrialInProgress { version: t.version });
-        }
-        let dir = self.slot_path(state.committed.slot.other());
-        empty_slot_dir(&dir)?;
-        Ok(dir)
-    }
-
-    fn begin_trial(&mut self, request: &TrialRequest) -> Result<Trial> {
-        machine::drive_begin_trial(self, request)
-    }
-
-    fn boot(&mut self) -> Result<BootDecision> {
-        machine::boot(self)
-    }
-
-    fn commit(&mut self) -> Result<BootState> {
-        machine::drive_commit(self)
-    }
-
-    fn rollback(&mut self, reason: RollbackReason) -> Result<BootState> {
-        machine::drive_rollback(self, reason)
-    }
-
-    fn is_runnable(&self, slot: Slot) -> bool {
-        self.runnable(slot)
-    }
-
-    fn slot_path(&self, slot: Slot) -> PathBuf {
         let [a, b] = &self.cfg.slots;
         match slot {
             Slot::A => a.clone(),
@@ -379,3 +331,5 @@ impl BootControl for UbootEnv {
         }
     }
 }
+
+machine::boot_control_over_backend!(UbootEnv);

@@ -11,25 +11,34 @@ use crate::error::{CliError, Context, Exit, Result};
 use crate::output;
 
 /// `kawal update bundle`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BundleArgs {
-    /// The payload folder.
+    /// The folder whose files become the payload.
+    #[arg(long)]
     pub payload: PathBuf,
     /// The product.
+    #[arg(long)]
     pub product: String,
-    /// The version.
+    /// The version, e.g. 1.4.2.
+    #[arg(long)]
     pub version: String,
-    /// The security version.
+    /// The security version (anti-rollback): devices refuse a bundle below theirs.
+    #[arg(long)]
     pub security_version: u64,
-    /// Compatible hardware ids.
+    /// A compatible hardware id (repeat for several).
+    #[arg(long = "hardware", required = true)]
     pub hardware: Vec<String>,
-    /// Health checks by name.
+    /// Health checks of the trial: self-test, integrity, upstream (repeat).
+    #[arg(long = "check")]
     pub checks: Vec<String>,
-    /// Trial boots allowed.
+    /// Trial boots allowed before the health checks must have passed.
+    #[arg(long, default_value_t = 3)]
     pub max_boots: u8,
-    /// Seconds for the health checks.
+    /// Seconds allowed for the health checks to pass.
+    #[arg(long, default_value_t = 300)]
     pub deadline_s: u32,
-    /// The bundle file to write.
+    /// Where to write the bundle.
+    #[arg(long)]
     pub out: PathBuf,
 }
 
