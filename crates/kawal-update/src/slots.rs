@@ -190,6 +190,8 @@ pub enum EventKind {
     Committed,
     /// A trial ended without a commit.
     RolledBack,
+    /// The previous release in the other slot became the committed one again.
+    Reverted,
     /// A boot ran the other slot than intended.
     Degraded,
 }
@@ -344,6 +346,12 @@ pub trait BootControl {
     /// Ends the trial without committing: the committed slot runs again and the version is
     /// recorded as failed.
     fn rollback(&mut self, reason: RollbackReason) -> Result<BootState>;
+
+    /// Goes back to the release in the other slot (an operator's rollback after a commit, or
+    /// the integrity response): refused while a trial runs, when that slot is not runnable, or
+    /// when `security_version` — read by the caller from that slot's verified manifest — is
+    /// below the floor.
+    fn revert(&mut self, version: &str, security_version: u64) -> Result<BootState>;
 
     /// Whether `slot` holds a runnable kawal.
     fn is_runnable(&self, slot: Slot) -> bool;

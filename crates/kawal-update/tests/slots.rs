@@ -1203,3 +1203,63 @@ fn grubenv_round_trips_and_refuses_bad_blocks() {
     assert_eq!(fs::read(&path).unwrap(), stock);
     assert_eq!(grub::read(&FsDurable, &path).unwrap(), parsed);
 }
+
+/// G045: PL-2-2
+/// Going back to the release in the other slot after a commit: allowed when it is not below the
+/// security floor; refused during a trial, below the floor, for a version that failed its
+/// trial, and for an empty slot — each refusal writes nothing.
+#[test]
+fn revert_goes_back_to_the_other_slot_only_when_safe() {
+    let (_dir, mut s) = real_device();
+    // Nothing in slot B yet.
+    let before = s.state().unwrap();
+    assert!(matches!(
+        s.revert("0.9.0", 1),
+        Err(Error::SlotNotRunnable { .. })
+    ));
+    assert_eq!(s.state().unwrap(), before);
+
+    // 2.0.0 (same security version) committed in B; back to 1.0.0 in A is allowed.
+    install(&s.prepare_inactive().unwrap());
+    s.begin_trial(&request("2.0.0", 1, 3)).unwrap();
+    assert!(matches!(
+        s.revert("1.0.0", 1),
+        Err(Error::TrialInProgress { .. })
+    ));
+    s.boot().unwrap();
+    s.commit().unwrap();
+    let back = s.revert("1.0.0", 1).unwrap();
+    assert_eq!(
+        (back.committed.slot, back.committed.version.as_str()),
+        (Slot::A, "1.0.0")
+    );
+    assert_eq!(back.events.last().unwrap().kind, EventKind::Reverted);
+    let d = s.boot().unwrap();
+    assert_eq!((d.slot, d.trial), (Slot::A, false));
+
+    // 3.0.0 with security version 2 committed in B: 1.0.0 (security 1) is below the floor.
+    install(&s.prepare_inactive().unwrap());
+    s.begin_trial(&request("3.0.0", 2, 3)).unwrap();
+    s.boot().unwrap();
+    s.commit().unwrap();
+    let before = s.state().unwrap();
+    assert!(matches!(
+        s.revert("1.0.0", 1),
+        Err(Error::SecurityVersionTooLow {
+            offered: 1,
+            installed: 2
+        })
+    ));
+    assert_eq!(s.state().unwrap(), before);
+
+    // 4.0.0 fails its trial in A: A now holds the failed version, not a previous one.
+    install(&s.prepare_inactive().unwrap());
+    s.begin_trial(&request("4.0.0", 2, 3)).unwrap();
+    s.rollback(RollbackReason::HealthCheckFailed).unwrap();
+    let before = s.state().unwrap();
+    assert!(matches!(
+        s.revert("4.0.0", 2),
+        Err(Error::PreviouslyFailed { .. })
+    ));
+    assert_eq!(s.state().unwrap(), before);
+}

@@ -596,6 +596,11 @@ impl RawConfig {
             .update
             .as_ref()
             .and_then(|r| update::validate_update(r, &self.data_dir, &mut errors));
+        if integrity.on_mismatch == platform::OnMismatch::Reboot && self.update.is_none() {
+            errors.push(
+                "integrity.on-mismatch: \"reboot\" goes back to the other update slot and needs [update]".into(),
+            );
+        }
         match (api, mqtt, errors.is_empty()) {
             (Some(api), Some(mqtt), true) => Ok(ValidConfig {
                 auth,

@@ -544,7 +544,14 @@ fn serve_until_signal(
         // The platform watchers: integrity on its period, services and interfaces now and on
         // theirs (kawal's own listeners are all up by now).
         let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+        // A restart into the slot the boot state chooses: after an update, a rollback, or the
+        // integrity response "reboot".
+        let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel::<()>(1);
         let audit = std::sync::Arc::clone(&api.state.audit);
+        let reboot = config.update.as_ref().map(|u| crate::watch::Reboot {
+            settings: u.clone(),
+            restart: restart_tx.clone(),
+        });
         let integrity = watch.integrity.map(|key| {
             tokio::spawn(crate::watch::integrity_loop(
                 std::sync::Arc::clone(&watch.status),
@@ -552,6 +559,7 @@ fn serve_until_signal(
                 key,
                 std::sync::Arc::clone(&audit),
                 stop_tx.clone(),
+                reboot,
             ))
         });
         let forward = match (&watch.forwarder, &config.log_forward) {
@@ -571,7 +579,6 @@ fn serve_until_signal(
             audit,
         ));
         // Signed updates: the API's operations and the trial of this slot, if it is on trial.
-        let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel::<()>(1);
         let trial = match &config.update {
             Some(u) => {
                 let backend = crate::update::DaemonUpdates::new(

@@ -279,19 +279,20 @@ fn at_rest(kek: KekStrength, finding: Finding) -> Finding {
 
 /// The audit events of the update flow, for PL-4-1's evidence (sensor connections are logged
 /// as `mqtt.*`).
-const UPDATE_EVENTS: [&str; 15] = [
+const UPDATE_EVENTS: [&str; 16] = [
     "update.checked",
     "update.apply-started",
     "update.metadata-verified",
     "update.downloading",
     "update.installed",
     "update.trial-started",
-    "update.trial-recorded",
     "update.trial-boot",
     "update.health-checked",
     "update.committed",
     "update.commit-failed",
     "update.rolled-back",
+    "update.reverted",
+    "update.revert-refused",
     "update.degraded-boot",
     "update.refused",
     "update.slots-initialised",

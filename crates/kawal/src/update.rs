@@ -87,6 +87,7 @@ fn event_kind(k: EventKind) -> &'static str {
         EventKind::TrialBoot => "trial-boot",
         EventKind::Committed => "committed",
         EventKind::RolledBack => "rolled-back",
+        EventKind::Reverted => "reverted",
         EventKind::Degraded => "degraded",
     }
 }
@@ -349,11 +350,25 @@ impl UpdateBackend for DaemonUpdates {
             .state()
             .map_err(|e| UpdateError::Internal(e.to_string()))?;
         let Some(trial) = state.trial else {
-            return Err(UpdateError::Conflict(format!(
-                "nothing to roll back: no update is on trial ({} is committed in slot {}; a committed update is replaced by the next one)",
-                state.committed.version,
-                state.committed.slot.dir_name()
-            )));
+            // After a commit: back to the release still in the other slot, if it verifies and
+            // is not below the security floor.
+            let after = revert_to_previous(&mut slots)
+                .map_err(|why| UpdateError::Conflict(format!("nothing to roll back to: {why}")))?;
+            drop(slots);
+            record(
+                &self.log,
+                Event::new("update.reverted", actor, Outcome::Success)
+                    .with("version", state.committed.version.as_str())
+                    .with("to_version", after.committed.version.as_str())
+                    .with("slot", after.committed.slot.dir_name())
+                    .with("reason", "an operator asked for it"),
+            );
+            self.restart_soon();
+            return Ok(json!({
+                "version": after.committed.version,
+                "slot": after.committed.slot.dir_name(),
+                "rolled_back": state.committed.version,
+            }));
         };
         let after = slots
             .rollback(RollbackReason::Operator)
@@ -375,6 +390,58 @@ impl UpdateBackend for DaemonUpdates {
             "slot": after.committed.slot.dir_name(),
             "rolled_back": trial.version,
         }))
+    }
+}
+
+/// Makes the release in the other slot the committed one again, reading its version and
+/// security version from that slot's own manifest after checking every file against it.
+pub fn revert_to_previous(slots: &mut DirSlots) -> std::result::Result<BootState, String> {
+    let state = slots.state().map_err(|e| e.to_string())?;
+    let other = state.committed.slot.other();
+    let manifest = install::verify_slot(&slots.slot_path(other))
+        .map_err(|why| format!("slot {} does not verify ({why})", other.dir_name()))?;
+    slots
+        .revert(manifest.version(), manifest.security_version())
+        .map_err(|e| e.to_string())
+}
+
+/// The integrity response `on-mismatch = "reboot"`: leaves the slot this daemon runs from —
+/// a trial in progress is rolled back, else the previous release becomes the committed one —
+/// and logs it. `false` when there is nothing verified to go back to.
+pub fn leave_slot(settings: &UpdateSettings, log: &AuditLog) -> bool {
+    match leave(settings) {
+        Ok((from, after)) => {
+            record(
+                log,
+                Event::new("update.reverted", "kawal", Outcome::Failure)
+                    .with("version", from.as_str())
+                    .with("to_version", after.committed.version.as_str())
+                    .with("slot", after.committed.slot.dir_name())
+                    .with("reason", "integrity mismatch (on-mismatch = reboot)"),
+            );
+            true
+        }
+        Err(why) => {
+            record(
+                log,
+                Event::new("update.revert-refused", "kawal", Outcome::Failure)
+                    .with("reason", why.as_str()),
+            );
+            false
+        }
+    }
+}
+
+/// [`leave_slot`] without the log: the version left and the state after.
+fn leave(settings: &UpdateSettings) -> std::result::Result<(String, BootState), String> {
+    let mut slots = slots(settings);
+    let state = slots.state().map_err(|e| e.to_string())?;
+    match &state.trial {
+        Some(t) => slots
+            .rollback(RollbackReason::HealthCheckFailed)
+            .map(|after| (t.version.clone(), after))
+            .map_err(|e| e.to_string()),
+        None => revert_to_previous(&mut slots).map(|after| (state.committed.version, after)),
     }
 }
 
@@ -415,13 +482,26 @@ pub fn log_boot_events(
                 continue;
             }
         }
-        let (name, outcome) = match e.kind {
-            EventKind::TrialBoot => ("update.trial-boot", Outcome::Info),
-            EventKind::RolledBack => ("update.rolled-back", Outcome::Failure),
-            EventKind::Degraded => ("update.degraded-boot", Outcome::Failure),
-            EventKind::Committed => ("update.committed", Outcome::Success),
-            EventKind::Initialised => ("update.slots-initialised", Outcome::Info),
-            EventKind::TrialStarted => ("update.trial-recorded", Outcome::Info),
+        newest = if e.at_unix == newest.0 {
+            (newest.0, newest.1 + 1)
+        } else {
+            (e.at_unix, 1)
+        };
+        // What the launcher did; the daemon logs its own steps (trial started, committed,
+        // rolled back after a failed health check or by an operator, reverted) as they happen.
+        let (name, outcome) = match (e.kind, e.rollback) {
+            (EventKind::TrialBoot, _) => ("update.trial-boot", Outcome::Info),
+            (
+                EventKind::RolledBack,
+                Some(
+                    RollbackReason::BootsExhausted
+                    | RollbackReason::DeadlinePassed
+                    | RollbackReason::TrialSlotNotRunnable,
+                ),
+            ) => ("update.rolled-back", Outcome::Failure),
+            (EventKind::Degraded, _) => ("update.degraded-boot", Outcome::Failure),
+            (EventKind::Initialised, _) => ("update.slots-initialised", Outcome::Info),
+            _ => continue,
         };
         let mut ev = Event::new(name, "kawal-boot", outcome)
             .with("version", e.version.as_str())
@@ -434,11 +514,6 @@ pub fn log_boot_events(
             ev = ev.with("degraded", format!("{d:?}"));
         }
         crate::device::record(log, ev)?;
-        newest = if e.at_unix == newest.0 {
-            (newest.0, newest.1 + 1)
-        } else {
-            (e.at_unix, 1)
-        };
     }
     if newest != (seen_at, seen_n) {
         let json =
@@ -597,5 +672,96 @@ async fn finish_trial(
             record(log, ev);
             let _ = restart.send(()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use kawal_update::slots::{Slot, TrialRequest};
+
+    use super::*;
+
+    fn settings(dir: &Path) -> UpdateSettings {
+        UpdateSettings {
+            source: UpdateSource::Dir(dir.join("repo")),
+            product: "kawal-gateway".into(),
+            hardware: "board-x1".into(),
+            root: dir.join("root.json"),
+            datastore: dir.join("tuf"),
+            slots: dir.join("slots"),
+            health_checks: Vec::new(),
+        }
+    }
+
+    /// Writes a verified release of `version` into `dir`, as an install leaves it.
+    fn release(dir: &Path, version: &str, security_version: u64) {
+        let mut b = kawal_update::bundle::BundleBuilder::new(
+            "kawal-gateway",
+            version,
+            security_version,
+            ["board-x1"],
+        );
+        b.file(
+            "kawal",
+            0o755,
+            format!("#!/bin/sh\n# {version}\n").into_bytes(),
+        );
+        let m = b.manifest().unwrap();
+        std::fs::create_dir_all(dir.join("payload")).unwrap();
+        let exe = crate::boot::slot_exe(dir);
+        std::fs::write(&exe, format!("#!/bin/sh\n# {version}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::write(dir.join("kawal-bundle.toml"), m.to_toml().unwrap()).unwrap();
+    }
+
+    /// G045: PL-1-4, PL-2-2
+    /// `on-mismatch = "reboot"`: a trial is rolled back; a committed release goes back to the
+    /// verified previous one; with nothing verified to go back to, it is refused.
+    #[test]
+    fn leaving_the_slot_rolls_back_a_trial_or_reverts_to_the_previous_release() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = settings(tmp.path());
+        let mut slots = slots(&s);
+        std::fs::create_dir_all(&s.slots).unwrap();
+        slots.initialise(Slot::A, "1.0.0", 0).unwrap();
+        release(&slots.slot_path(Slot::A), "1.0.0", 0);
+        // Nothing in slot B: refused.
+        assert!(leave(&s).is_err());
+
+        let b = slots.prepare_inactive().unwrap();
+        release(&b, "2.0.0", 0);
+        let req = |v: &str| TrialRequest {
+            version: v.into(),
+            security_version: 0,
+            max_boots: 3,
+            deadline_s: 300,
+            force: false,
+        };
+        slots.begin_trial(&req("2.0.0")).unwrap();
+        slots.boot().unwrap();
+        let (from, after) = leave(&s).unwrap();
+        assert_eq!((from.as_str(), after.committed.slot), ("2.0.0", Slot::A));
+        assert!(after.trial.is_none() && after.failed.contains(&"2.0.0".to_owned()));
+
+        let b = slots.prepare_inactive().unwrap();
+        release(&b, "3.0.0", 0);
+        slots.begin_trial(&req("3.0.0")).unwrap();
+        slots.boot().unwrap();
+        slots.commit().unwrap();
+        let (from, after) = leave(&s).unwrap();
+        assert_eq!(from, "3.0.0");
+        assert_eq!(
+            (after.committed.slot, after.committed.version.as_str()),
+            (Slot::A, "1.0.0")
+        );
+
+        // Slot B's executable changed on disk: it does not verify, so no way back to it.
+        let exe = crate::boot::slot_exe(&slots.slot_path(Slot::B));
+        std::fs::write(&exe, "#!/bin/sh\n# changed\n").unwrap();
+        let why = leave(&s).unwrap_err();
+        assert!(why.contains("does not verify"), "{why}");
     }
 }

@@ -123,9 +123,18 @@ impl Status {
     }
 }
 
+/// What `on-mismatch = "reboot"` needs: the update slots, and the daemon's restart request.
+#[derive(Debug, Clone)]
+pub struct Reboot {
+    /// `[update]`.
+    pub settings: crate::config::update::UpdateSettings,
+    /// Stops the daemon for a restart into the slot the boot state now chooses.
+    pub restart: tokio::sync::mpsc::Sender<()>,
+}
+
 /// Checks the integrity manifest every period. A mismatch is logged when it first appears or
 /// changes (and the recovery when it goes away); with `stop-serving`, `stop` is told and the
-/// loop ends. A failed check is repeated once after a moment before it counts, so a overlay
+/// loop ends; with `reboot`, the daemon leaves its slot and `reboot.restart` is told. A failed check is repeated once after a moment before it counts, so a overlay
 /// being rewritten (two renames) is not taken for tampering.
 pub async fn integrity_loop(
     status: Arc<Status>,
@@ -133,6 +142,7 @@ pub async fn integrity_loop(
     device_key: PublicKey,
     log: Arc<AuditLog>,
     stop: tokio::sync::mpsc::Sender<()>,
+    reboot: Option<Reboot>,
 ) {
     let mut tick = tokio::time::interval(settings.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,6 +188,27 @@ pub async fn integrity_loop(
                 }
             })
             .await;
+        }
+        if failed && settings.on_mismatch == OnMismatch::Reboot {
+            if let Some(r) = &reboot {
+                let (update, log) = (r.settings.clone(), Arc::clone(&log));
+                let switched =
+                    tokio::task::spawn_blocking(move || crate::update::leave_slot(&update, &log))
+                        .await
+                        .unwrap_or(false);
+                if switched {
+                    tracing::error!(
+                        "integrity mismatch: on-mismatch = reboot, restarting into the other slot"
+                    );
+                    let _ = r.restart.send(()).await;
+                    return;
+                }
+            }
+            tracing::error!(
+                "integrity mismatch: on-mismatch = reboot, but no slot to go back to: shutting down"
+            );
+            let _ = stop.send(()).await;
+            return;
         }
         if failed && settings.on_mismatch == OnMismatch::StopServing {
             tracing::error!("integrity mismatch: on-mismatch = stop-serving, shutting down");

@@ -383,4 +383,5 @@ fn a_required_manifest_that_is_missing_stops_the_start() {
     let r = run(&["config", "check", d(&bad)]);
     assert_eq!(r.code, 78, "{}", r.all());
     assert!(r.stderr.contains("integrity.on-mismatch"), "{}", r.stderr);
+    assert!(r.stderr.contains("needs [update]"), "{}", r.stderr);
 }

@@ -313,3 +313,54 @@ fn killing_the_daemon_during_an_update_leaves_a_verified_slot_and_the_update_com
         assert_eq!(done["running_slot"], done["slot"], "{done}");
     }
 }
+
+fn rollback(api: &mut Api) -> (StatusCode, Value) {
+    let proof = api.reauth(PW);
+    let r = api.post_reauth("/api/v1/update/rollback", &json!({}), &proof);
+    let s = r.status();
+    (s, r.json().unwrap_or(Value::Null))
+}
+
+/// G045: PL-2-2
+/// After a commit the operator can go back to the release still in the other slot, and the
+/// device restarts into it; once a newer security version is committed, going back below it is
+/// refused with the reason and nothing changes.
+#[test]
+fn an_operator_goes_back_to_the_previous_release_unless_it_is_below_the_security_floor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vendor = Vendor::new(tmp.path());
+    vendor.release("0.2.0", 0, &["self-test"]);
+    let mut gw = device(&vendor);
+    let _ = status(&mut gw);
+    let mut api = admin(&gw);
+    let (s, v) = apply(&mut api);
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_state(&mut gw, 90, |v| {
+        v["version"] == "0.2.0" && v["trial"].is_null() && v["running_slot"] == "b"
+    });
+
+    let mut api = admin(&gw);
+    let (s, v) = rollback(&mut api);
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["slot"], "a", "{v}");
+    let back = wait_state(&mut gw, 90, |v| v["running_slot"] == "a");
+    assert_eq!(back["version"], env!("CARGO_PKG_VERSION"), "{back}");
+    assert!(!gw.events("update.reverted").is_empty());
+
+    vendor.release("0.3.0", 1, &["self-test"]);
+    let mut api = admin(&gw);
+    let (s, v) = apply(&mut api);
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_state(&mut gw, 90, |v| {
+        v["version"] == "0.3.0" && v["trial"].is_null() && v["running_slot"] == "b"
+    });
+    let mut api = admin(&gw);
+    let (s, v) = rollback(&mut api);
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("security version"), "{v}");
+    let still = status(&mut gw);
+    assert_eq!(
+        (still["version"].as_str(), still["slot"].as_str()),
+        (Some("0.3.0"), Some("b"))
+    );
+}

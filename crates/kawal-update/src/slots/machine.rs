@@ -69,6 +69,14 @@ macro_rules! boot_control_over_backend {
                 $crate::slots::machine::drive_rollback(self, reason)
             }
 
+            fn revert(
+                &mut self,
+                version: &str,
+                security_version: u64,
+            ) -> $crate::slots::Result<$crate::slots::BootState> {
+                $crate::slots::machine::drive_revert(self, version, security_version)
+            }
+
             fn is_runnable(&self, slot: $crate::slots::Slot) -> bool {
                 $crate::slots::machine::Backend::runnable(self, slot)
             }
@@ -301,6 +309,67 @@ pub(crate) fn drive_commit(b: &mut dyn Backend) -> Result<BootState> {
 }
 
 /// Rolls the trial back.
+/// The state after going back to the previous release in the other slot: no trial may run,
+/// the other slot must be runnable, and its security version may not be below the floor (the
+/// caller reads both from the slot's own verified manifest).
+pub(crate) fn revert(
+    s: &BootState,
+    other: (bool, PathBuf),
+    version: &str,
+    security_version: u64,
+    now: u64,
+) -> Result<BootState> {
+    if let Some(t) = &s.trial {
+        return Err(Error::TrialInProgress {
+            version: t.version.clone(),
+        });
+    }
+    let slot = s.committed.slot.other();
+    let (runnable, path) = other;
+    if !runnable {
+        return Err(Error::SlotNotRunnable { slot, path });
+    }
+    if security_version < s.security_floor {
+        return Err(Error::SecurityVersionTooLow {
+            offered: security_version,
+            installed: s.security_floor,
+        });
+    }
+    // After a failed trial the other slot holds the version that failed, not a previous one.
+    if s.failed.iter().any(|v| v == version) {
+        return Err(Error::PreviouslyFailed {
+            version: version.to_owned(),
+        });
+    }
+    let mut next = s.clone();
+    next.committed = Committed {
+        slot,
+        version: version.to_owned(),
+        security_version,
+    };
+    let mut ev = event(EventKind::Reverted, now, slot, version);
+    ev.from_version = Some(s.committed.version.clone());
+    next.record(ev);
+    Ok(next)
+}
+
+pub(crate) fn drive_revert(
+    b: &mut dyn Backend,
+    version: &str,
+    security_version: u64,
+) -> Result<BootState> {
+    let state = b.load()?;
+    let other = state.committed.slot.other();
+    let other = (b.runnable(other), b.slot_dir(other));
+    let next = revert(&state, other, version, security_version, b.now())?;
+    b.store(&next)?;
+    tracing::warn!(
+        version,
+        "reverted to the previous release in the other slot"
+    );
+    Ok(next)
+}
+
 pub(crate) fn drive_rollback(b: &mut dyn Backend, reason: RollbackReason) -> Result<BootState> {
     let state = b.load()?;
     let next = rollback(&state, reason, b.now())?;

@@ -8,7 +8,7 @@
 //! vendor-key = "/var/lib/kawal/integrity/vendor.pub"
 //! overlay = "/var/lib/kawal/integrity/local.toml"
 //! period-s = 900
-//! on-mismatch = "alert"              # or "stop-serving"
+//! on-mismatch = "alert"              # or "stop-serving", or "reboot" (needs [update])
 //!
 //! [exposure]
 //! period-s = 900
@@ -83,6 +83,10 @@ pub enum OnMismatch {
     Alert,
     /// Log it, then stop serving: the daemon shuts down cleanly and exits non-zero.
     StopServing,
+    /// Log it, then go back to the other update slot (a trial in progress is rolled back, else
+    /// the previous release becomes the committed one) and restart into it; when that slot
+    /// does not verify or is below the security floor, stop serving instead.
+    Reboot,
 }
 
 impl OnMismatch {
@@ -91,6 +95,7 @@ impl OnMismatch {
         match self {
             Self::Alert => "alert",
             Self::StopServing => "stop-serving",
+            Self::Reboot => "reboot",
         }
     }
 }
@@ -158,14 +163,10 @@ pub(super) fn validate_integrity(
     let on_mismatch = match raw.on_mismatch.as_str() {
         "alert" => OnMismatch::Alert,
         "stop-serving" => OnMismatch::StopServing,
-        "reboot" => {
-            errors.push(
-                "integrity.on-mismatch: \"reboot\" (into the previous slot) comes with the A/B update slots; use \"alert\" or \"stop-serving\"".into(),
-            );
-            OnMismatch::Alert
-        }
+        // Needs [update] (the other slot to go back to): checked with the whole file.
+        "reboot" => OnMismatch::Reboot,
         _ => {
-            errors.push("integrity.on-mismatch: \"alert\" or \"stop-serving\"".into());
+            errors.push("integrity.on-mismatch: \"alert\", \"stop-serving\" or \"reboot\"".into());
             OnMismatch::Alert
         }
     };
@@ -293,8 +294,10 @@ mod tests {
     /// G045: PL-1-4
     #[test]
     fn integrity_refuses_unknown_responses_and_names_the_key() {
-        let (_, errors, _) = integrity("on-mismatch = \"reboot\"");
-        assert!(errors[0].contains("integrity.on-mismatch") && errors[0].contains("slots"));
+        // "reboot" is valid here; the whole file must also have [update] (config.rs).
+        let (s, errors, _) = integrity("on-mismatch = \"reboot\"");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.on_mismatch, OnMismatch::Reboot);
         let (_, errors, _) = integrity("on-mismatch = \"shrug\"\nperiod-s = 0\nmanifest = \"rel\"");
         assert_eq!(errors.len(), 3, "{errors:?}");
         let (s, errors, _) = integrity("on-mismatch = \"stop-serving\"\nenabled = true");
