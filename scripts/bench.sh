@@ -2,7 +2,7 @@
 # The benchmarks behind docs/BENCHMARKS.md, with the machine they ran on.
 #
 #   scripts/bench.sh            # all of them
-#   scripts/bench.sh logins     # one group: store, audit, logins, mqtt, platform
+#   scripts/bench.sh logins     # one group: store, audit, logins, mqtt, platform, update
 #
 # Results are printed and kept in target/bench-results/<UTC time>.txt. Absolute times on a
 # shared machine are noise: read them next to the machine line and the load average, and
@@ -24,13 +24,20 @@
 #   KAWAL_BENCH_MQTT_CONNS=2000     idle connections for the memory figure (10000 works)
 #   KAWAL_BENCH_MQTT_HS_S=5         length of each handshake run
 #   KAWAL_BENCH_MQTT_FLOOD_RATE=500 bad handshakes per second in the flood
+#
+# The secure-update benchmarks (release builds): crates/kawal-update/tests/install_bench.rs
+# verifies and installs a 100 MB bundle from a local repository next to plain SHA-256 over the
+# same file, and measures the apply's peak memory growth in a fresh process; knob:
+#   KAWAL_BENCH_INSTALL_ROUNDS=5    rounds of (plain SHA-256, apply) alternating
+# crates/kawal/tests/update_bench.rs times apply -> committed trial boot of the real daemon
+# under `kawal boot --supervise` (3 updates) next to a plain `kawal run` start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what="${1:-all}"
 case "$what" in
-  all | store | audit | logins | mqtt | platform) ;;
-  *) echo "usage: $0 [all|store|audit|logins|mqtt|platform]" >&2; exit 2 ;;
+  all | store | audit | logins | mqtt | platform | update) ;;
+  *) echo "usage: $0 [all|store|audit|logins|mqtt|platform|update]" >&2; exit 2 ;;
 esac
 
 mkdir -p target/bench-results
@@ -84,6 +91,20 @@ if [ "$what" = all ] || [ "$what" = platform ]; then
   printf '\n== tamper: input sees it -> keys destroyed, 50 trials each (PH-2-1)\n' | tee -a "$out"
   cargo test --release -p kawal-platform --test tamper -- fifty_trials --nocapture --test-threads 1 2>&1 \
     | grep -oE 'tamper [a-z-]+: [0-9]+ trials.*|test result.*|panicked.*' | tee -a "$out"
+fi
+
+if [ "$what" = all ] || [ "$what" = update ]; then
+  printf '\n== secure update: verify + install 100 MB vs plain SHA-256, apply -> commit (PL-2-2, PL-2-3)\n' \
+    | tee -a "$out"
+  # A missed target fails its test after printing the numbers; `|| true` lets the second
+  # benchmark run anyway (the failure is in the results as "panicked" and "test result", a
+  # build failure as "error").
+  # -o: the first line of a test shares its line with libtest's "test name ... ".
+  cargo test --release -p kawal-update --test install_bench -- --ignored --nocapture 2>&1 \
+    | grep -oE 'BENCH.*|test result.*|panicked.*|apply reaches.*|peak memory growth.*|^error.*' \
+    | tee -a "$out" || true
+  cargo test --release -p kawal --test update_bench -- --ignored --nocapture 2>&1 \
+    | grep -oE 'BENCH.*|test result.*|panicked.*|^error.*' | tee -a "$out" || true
 fi
 
 printf '\n== load at the end: %s\nresults kept in %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$out"

@@ -22,9 +22,9 @@ use crate::bundle::{self, BundleError, BundleLimits, Expect, HealthCheck, Signed
 use crate::slots::{self, BootControl, Slot, TrialRequest};
 use crate::verify::{self, Source, Trust, VerifiedRepository, VerifiedTarget};
 
-/// Chunks buffered between the download and the unpacker (each at most the transport's chunk
-/// size): the bound on memory held in flight.
-const CHANNEL_CHUNKS: usize = 8;
+/// Chunks buffered between the download and the unpacker (the local transport reads 1 MiB
+/// chunks, HTTPS delivers smaller ones): a few MiB in flight at most.
+const CHANNEL_CHUNKS: usize = 4;
 
 /// What this device is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ pub const RESTART_EXIT: i32 = Exit::Restart as i32;
 pub const SLOT_ENV: &str = "KAWAL_SLOT";
 
 /// How long the answer to an apply or rollback has to reach the caller before the restart.
-const RESTART_GRACE: Duration = Duration::from_secs(1);
+const RESTART_GRACE: Duration = Duration::from_millis(300);
 
 /// The updater for `settings`.
 pub fn updater(settings: &UpdateSettings) -> Result<Updater> {

@@ -49,8 +49,8 @@ impl Vendor {
         v
     }
 
-    /// Makes, adds and publishes a bundle of `version`.
-    pub fn release(&self, version: &str, security_version: u64, checks: &[&str]) {
+    /// Makes, adds and publishes a bundle of `version`; returns the bundle's size.
+    pub fn release(&self, version: &str, security_version: u64, checks: &[&str]) -> u64 {
         let out = self.work.join(format!("kawal-{version}.bundle"));
         let sv = security_version.to_string();
         let mut args = vec![
@@ -89,6 +89,10 @@ impl Vendor {
         ]);
         assert_eq!(r.code, 0, "{}", r.all());
         self.publish();
+        let size = std::fs::metadata(&out).unwrap().len();
+        // The published copy is what the device reads.
+        std::fs::remove_file(&out).unwrap();
+        size
     }
 
     /// Copies what devices read to the published folder.
