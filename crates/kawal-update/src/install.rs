@@ -346,23 +346,27 @@ impl Updater {
 /// Largest slot manifest read back (the unpacker's default cap).
 const SLOT_MANIFEST_MAX: u64 = 64 * 1024;
 
+/// The manifest a slot holds, parsed but without checking its files (for status pages; use
+/// [`verify_slot`] before trusting the slot).
+pub fn slot_manifest(dir: &std::path::Path) -> Result<bundle::Manifest, String> {
+    let path = dir.join(bundle::MANIFEST_NAME);
+    let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() > SLOT_MANIFEST_MAX {
+        return Err(format!(
+            "{}: not a regular file of at most {SLOT_MANIFEST_MAX} bytes",
+            path.display()
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    bundle::Manifest::parse(&bytes).map_err(|e| e.to_string())
+}
+
 /// Checks an installed slot against the bundle manifest it holds: every listed file present, a
 /// regular file of its size and SHA-256. Used before running a slot, so a slot torn by a power
 /// cut or changed on disk is not started. Streams each file (constant memory).
 pub fn verify_slot(dir: &std::path::Path) -> Result<bundle::Manifest, String> {
     use std::io::Read;
-    let manifest_path = dir.join(bundle::MANIFEST_NAME);
-    let meta = std::fs::symlink_metadata(&manifest_path)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    if !meta.is_file() || meta.len() > SLOT_MANIFEST_MAX {
-        return Err(format!(
-            "{}: not a regular file of at most {SLOT_MANIFEST_MAX} bytes",
-            manifest_path.display()
-        ));
-    }
-    let bytes =
-        std::fs::read(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let manifest = bundle::Manifest::parse(&bytes).map_err(|e| e.to_string())?;
+    let manifest = slot_manifest(dir)?;
     let payload = dir.join(bundle::PAYLOAD_DIR);
     let mut buf = vec![0u8; 64 * 1024];
     for f in manifest.files() {

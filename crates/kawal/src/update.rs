@@ -122,6 +122,17 @@ pub fn state_json(state: &BootState, settings: &UpdateSettings) -> Value {
             })
         })
         .collect();
+    // What the other slot holds (its manifest only: `kawal update rollback` verifies it).
+    let other = state.committed.slot.other();
+    let previous = install::slot_manifest(&slots(settings).slot_path(other))
+        .ok()
+        .map(|m| {
+            json!({
+                "slot": other.dir_name(),
+                "version": m.version(),
+                "security_version": m.security_version(),
+            })
+        });
     json!({
         "version": state.committed.version,
         "slot": state.committed.slot.dir_name(),
@@ -135,6 +146,7 @@ pub fn state_json(state: &BootState, settings: &UpdateSettings) -> Value {
             "started_at": rfc3339(t.started_at_unix),
             "deadline_s": t.deadline_s,
         })),
+        "previous": previous,
         "failed_versions": state.failed,
         "history": history,
         "running_slot": running_slot(settings).map(slots::Slot::dir_name),

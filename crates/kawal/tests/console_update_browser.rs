@@ -115,6 +115,11 @@ fn an_admin_applies_a_signed_update_from_the_updates_page() {
         );
     }
     assert!(row(&b, "#update-state", "Active slot").ends_with('b'));
+    let previous = row(&b, "#update-state", "Previous version");
+    assert!(
+        previous.contains(&format!("{} in slot a", env!("CARGO_PKG_VERSION"))),
+        "{previous}"
+    );
     let history = b.find("#history-table").text();
     assert!(history.contains("trial-started"), "{history}");
     assert!(history.contains("committed"), "{history}");

@@ -105,6 +105,13 @@ fn a_signed_update_commits_after_its_trial_and_a_failing_one_rolls_back() {
     assert_eq!(committed["slot"], "b", "{committed}");
     assert_eq!(committed["running_slot"], "b", "{committed}");
     assert_eq!(committed["security_version"], 1, "{committed}");
+    // The previous release is still in the other slot, and the state says so.
+    assert_eq!(committed["previous"]["slot"], "a", "{committed}");
+    assert_eq!(
+        committed["previous"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{committed}"
+    );
 
     // A bundle whose health check cannot pass: the upstream check with no upstream.
     vendor.release("0.3.0", 2, &["self-test", "upstream"]);

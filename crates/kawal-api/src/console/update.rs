@@ -114,6 +114,20 @@ async fn page(
             value: text(v.get("source")),
         },
         Row {
+            key: "Previous version (the other slot)",
+            value: v.get("previous").filter(|p| !p.is_null()).map_or_else(
+                || "-".to_owned(),
+                |p| {
+                    format!(
+                        "{} in slot {} (security version {})",
+                        text(p.get("version")),
+                        text(p.get("slot")),
+                        text(p.get("security_version"))
+                    )
+                },
+            ),
+        },
+        Row {
             key: "Versions that failed trial",
             value: text(v.get("failed_versions")),
         },

@@ -122,6 +122,14 @@ fn describe_status(v: &Value) -> String {
         text(v, "slot"),
         text(v, "security_version"),
     );
+    if let Some(p) = v.get("previous").filter(|p| !p.is_null()) {
+        out.push_str(&format!(
+            "\nprevious: {} in slot {} (security version {})",
+            text(p, "version"),
+            text(p, "slot"),
+            text(p, "security_version"),
+        ));
+    }
     if let Some(t) = v.get("trial").filter(|t| !t.is_null()) {
         out.push_str(&format!(
             "\non trial: {} in slot {}, boot {} of {}",
