@@ -22,33 +22,20 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpStream;
-
-use kawal_testkit::free_port;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use kawal_audit::forward::{ClientIdentity, ForwardConfig, Forwarder, verify_remote};
 use kawal_audit::{AuditLog, AuditOptions, Event};
+use kawal_testkit::free_port;
+use kawal_testkit::rsyslog::{self, Collector};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use zeroize::Zeroizing;
-
-const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
-
-/// rsyslog's TLS driver: `gtls` (GnuTLS, default) or `ossl` (OpenSSL), by `KAWAL_RSYSLOG_DRIVER`.
-fn driver() -> &'static str {
-    match std::env::var("KAWAL_RSYSLOG_DRIVER").as_deref() {
-        Ok("ossl") => "ossl",
-        _ => "gtls",
-    }
-}
 
 /// Upper bound on any single wait in these tests.
 const WAIT: Duration = Duration::from_secs(30);
@@ -56,23 +43,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `None` if the test may run; `Some(())` if it is to be skipped (KAWAL_SKIP_RSYSLOG=1 and no
 /// rsyslog). Panics with instructions if rsyslog is missing otherwise.
 fn rsyslog_missing() -> Option<()> {
-    let gtls = [
-        "/usr/lib/x86_64-linux-gnu/rsyslog",
-        "/usr/lib/aarch64-linux-gnu/rsyslog",
-    ]
-    .iter()
-    .any(|d| Path::new(d).join(format!("lmnsd_{}.so", driver())).exists());
-    if Path::new(RSYSLOGD).exists() && gtls {
-        return None;
-    }
-    if std::env::var("KAWAL_SKIP_RSYSLOG").is_ok_and(|v| v == "1") {
-        eprintln!("rsyslog not installed; skipped because KAWAL_SKIP_RSYSLOG=1");
-        return Some(());
-    }
-    panic!(
-        "rsyslog with its TLS driver is required for this test: \
-         apt-get install -y rsyslog rsyslog-gnutls (or set KAWAL_SKIP_RSYSLOG=1 to skip)"
-    );
+    rsyslog::missing().then_some(())
 }
 
 /// A test CA (ECDSA P-256).
@@ -143,137 +114,16 @@ impl Pki {
     }
 }
 
-/// rsyslogd in the foreground on 127.0.0.1:`port`, writing raw messages to `out`.
-struct Collector {
-    dir: PathBuf,
-    port: u16,
-    out: PathBuf,
-    child: Option<Child>,
-}
-
-impl Collector {
-    /// Writes the config (the collector presents `server`; clients must chain to
-    /// `client_ca_pem` and be named `UID`) and starts rsyslogd.
-    fn start(dir: &Path, server: &Leaf, client_ca_pem: &str) -> Self {
-        std::fs::create_dir_all(dir.join("work")).unwrap();
-        std::fs::write(dir.join("ca.pem"), client_ca_pem).unwrap();
-        std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
-        std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
-        let port = free_port();
-        let out = dir.join("collected.log");
-        let d = dir.display();
-        let conf = format!(
-            r#"global(workDirectory="{d}/work" maxMessageSize="2m"
-       DefaultNetstreamDriver="{drv}"
-       DefaultNetstreamDriverCAFile="{d}/ca.pem"
-       DefaultNetstreamDriverCertFile="{d}/server.pem"
-       DefaultNetstreamDriverKeyFile="{d}/server.key")
-module(load="imtcp" StreamDriver.Name="{drv}" StreamDriver.Mode="1"
-       StreamDriver.AuthMode="x509/name" PermittedPeer=["{UID}"])
-template(name="kawal-raw" type="string" string="%rawmsg%\n")
-ruleset(name="kawal") {{ action(type="omfile" file="{out}" template="kawal-raw") }}
-input(type="imtcp" port="{port}" ruleset="kawal")
-"#,
-            out = out.display(),
-            drv = driver(),
-        );
-        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
-        let mut c = Self {
-            dir: dir.to_owned(),
-            port,
-            out,
-            child: None,
-        };
-        c.restart();
-        c
-    }
-
-    /// Starts rsyslogd (again) and waits until it listens.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "collector already running");
-        let d = &self.dir;
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("rsyslogd.stderr"))
-            .unwrap();
-        let _ = std::fs::remove_file(d.join("rsyslogd.pid"));
-        let child = Command::new(RSYSLOGD)
-            .arg("-n")
-            .arg("-f")
-            .arg(d.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(d.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {RSYSLOGD}: {e}"));
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!("rsyslogd exited at start ({status}): {}", self.stderr());
-            }
-            // The probe is a plain TCP connection: rsyslog logs a failed handshake, no more.
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rsyslogd does not listen: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Stops rsyslogd gracefully (SIGTERM: it drains its queue and closes its files), or
-    /// kills it after `WAIT`.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + WAIT;
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.wait();
-    }
-
-    fn collected(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.out) {
-            f.read_to_string(&mut s).unwrap();
-        }
-        s
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts the collector in `dir`: it presents `server`; clients must chain to `client_ca_pem`
+/// and be named `UID`.
+fn start_collector(dir: &Path, server: &Leaf, client_ca_pem: &str) -> Collector {
+    let tls = rsyslog::Tls {
+        server_cert_pem: &server.cert_pem,
+        server_key_pem: &server.key_pem,
+        client_ca_pem,
+        peer: UID,
+    };
+    Collector::start(dir, tls, free_port())
 }
 
 fn config(collector: &Collector, pki: &Pki, cursor: &Path) -> ForwardConfig {
@@ -354,7 +204,7 @@ fn every_entry_reaches_rsyslog_across_an_outage() {
     let fx = Fixture::new();
     let pki = Pki::new();
     let cdir = fx.dir().join("collector");
-    let mut collector = Collector::start(&cdir, &pki.server, &pki.ca.cert_pem);
+    let mut collector = start_collector(&cdir, &pki.server, &pki.ca.cert_pem);
     let cursor = fx.dir().join("forward.cursor");
     let mut fwd = Some(Forwarder::start(fx.dir(), config(&collector, &pki, &cursor)).unwrap());
     let log = fx
@@ -474,7 +324,7 @@ fn a_collector_outside_the_pinned_ca_gets_nothing() {
         ExtendedKeyUsagePurpose::ServerAuth,
     );
     // The impostor would accept our client certificate: only our check stops it.
-    let mut collector = Collector::start(&fx.dir().join("impostor"), &impostor, &pki.ca.cert_pem);
+    let mut collector = start_collector(&fx.dir().join("impostor"), &impostor, &pki.ca.cert_pem);
     fx.fill(30);
     let fwd = Forwarder::start(
         fx.dir(),
@@ -526,7 +376,7 @@ fn a_local_log_rewritten_after_forwarding_is_not_forwarded() {
     }
     let fx = Fixture::new();
     let pki = Pki::new();
-    let mut collector = Collector::start(&fx.dir().join("c"), &pki.server, &pki.ca.cert_pem);
+    let mut collector = start_collector(&fx.dir().join("c"), &pki.server, &pki.ca.cert_pem);
     fx.fill(20);
     let cursor = fx.dir().join("forward.cursor");
     // The collector has entries 1..=10, but entry 10 as it had them differs from ours now.
@@ -684,7 +534,7 @@ fn forwarding_throughput_and_catch_up() {
         log.close().unwrap();
     }
     let local = fx.verify().unwrap();
-    let mut collector = Collector::start(&fx.dir().join("c"), &pki.server, &pki.ca.cert_pem);
+    let mut collector = start_collector(&fx.dir().join("c"), &pki.server, &pki.ca.cert_pem);
     let start = Instant::now();
     let fwd = Forwarder::start(
         fx.dir(),

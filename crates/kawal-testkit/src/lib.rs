@@ -7,6 +7,8 @@
     reason = "test helpers: a failure should stop the test loudly"
 )]
 
+pub mod rsyslog;
+
 /// A free loopback TCP port for a server the test starts, taken below the kernel's
 /// ephemeral range: a port from `bind(0)` comes from that range, and once released any
 /// outgoing connection of a test running alongside may take it as its local port before the

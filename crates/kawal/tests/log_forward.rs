@@ -71,7 +71,7 @@ fn the_daemon_forwards_its_log_across_outages_and_restarts_and_the_copy_verifies
     gw.stop();
 
     let col_dir = gw.tmp.path().join("collector");
-    let mut collector = Collector::start(&col_dir, &pki, &gw.ca_pem, UID, port);
+    let mut collector = Collector::start(&col_dir, pki.tls(&gw.ca_pem, UID), port);
     gw.spawn_with_env(ENV);
     assert!(
         wait_events(&gw, "log.forward-connected", 1, 30),

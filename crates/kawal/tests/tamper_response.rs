@@ -77,7 +77,11 @@ fn trial(pki: &CollectorPki, load: Load) -> u64 {
         tamper.insert("input".into(), toml::Value::Array(vec![t.into()]));
         cfg.insert("tamper".into(), tamper.into());
     });
-    let collector = Collector::start(&gw.tmp.path().join("collector"), pki, &gw.ca_pem, UID, port);
+    let collector = Collector::start(
+        &gw.tmp.path().join("collector"),
+        pki.tls(&gw.ca_pem, UID),
+        port,
+    );
     gw.stop();
     gw.spawn_with_env(&[("KAWAL_FORWARD_BACKOFF_MS", "100")]);
     assert!(
