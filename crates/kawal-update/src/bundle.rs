@@ -102,15 +102,39 @@ const PAX_ALLOWED: [&str; 8] = [
 /// each file with the manifest's mode, all fsynced. Memory use is constant: files are copied in
 /// 64 KiB chunks and hashed while written; headers before one entry are capped.
 ///
-/// `reader` is read to its end before `Ok` is returned (see the module documentation); a
-/// [`ChunkReader`] fed from a TUF target reader fails there if the target did not verify.
+/// `reader` is read to its end before `Ok` is returned (see the module documentation).
 pub fn unpack(
     reader: impl Read,
     slot: &Path,
     expect: &Expect,
     limits: &BundleLimits,
 ) -> Result<Manifest, BundleError> {
-    let result = Unpacker::new(slot, expect, limits).and_then(|u| u.run(reader));
+    logged(Unpacker::new(slot, expect, limits, Contents::HashEachFile).and_then(|u| u.run(reader)))
+}
+
+/// Like [`unpack`], for a TUF target being downloaded: `reader` ends cleanly only once the
+/// producer has checked the target's signed length and SHA-256 (see [`ChunkSender::finish`]),
+/// so every byte written is a signed byte and `Ok` is returned only after that check.
+///
+/// File contents are therefore checked once, by the signed whole-bundle hash, and not hashed
+/// again against the manifest here: that second hash over the same bytes would halve the
+/// install rate. Every entry's path, type, size and mode is still checked as it streams, and
+/// each file's SHA-256 against the manifest before the slot is ever run
+/// ([`crate::install::verify_slot`], at every boot), so a signed bundle whose manifest and
+/// files disagree is installed but never started.
+pub fn unpack_signed(
+    reader: ChunkReader,
+    slot: &Path,
+    expect: &Expect,
+    limits: &BundleLimits,
+) -> Result<Manifest, BundleError> {
+    logged(
+        Unpacker::new(slot, expect, limits, Contents::CoveredBySignedStream)
+            .and_then(|u| u.run(reader)),
+    )
+}
+
+fn logged(result: Result<Manifest, BundleError>) -> Result<Manifest, BundleError> {
     match &result {
         Ok(m) => tracing::info!(
             product = m.product(),
@@ -123,6 +147,15 @@ pub fn unpack(
         Err(e) => tracing::warn!(error = %e, "update bundle could not be unpacked"),
     }
     result
+}
+
+/// How the unpacker checks what is inside each file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    /// Hash every file against the manifest: nothing else vouches for the input.
+    HashEachFile,
+    /// The input is a verified target stream: its signed hash covers every byte.
+    CoveredBySignedStream,
 }
 
 /// What the guard around the input has seen.
@@ -180,6 +213,7 @@ impl<R: Read> Read for Guarded<R> {
 struct Unpacker<'a> {
     expect: &'a Expect,
     limits: &'a BundleLimits,
+    contents: Contents,
     writer: SlotWriter,
     state: Rc<RefCell<Guard>>,
     /// Cap on the bytes of headers and extension records read before one entry.
@@ -199,7 +233,12 @@ type Entries<'e, R> = tar::Entries<'e, Guarded<R>>;
 type Entry<'e, R> = tar::Entry<'e, Guarded<R>>;
 
 impl<'a> Unpacker<'a> {
-    fn new(slot: &Path, expect: &'a Expect, limits: &'a BundleLimits) -> Result<Self, BundleError> {
+    fn new(
+        slot: &Path,
+        expect: &'a Expect,
+        limits: &'a BundleLimits,
+        contents: Contents,
+    ) -> Result<Self, BundleError> {
         // Refuse the wrong product, hardware or a rollback before reading a byte.
         expect.signed.check(
             &expect.product,
@@ -214,6 +253,7 @@ impl<'a> Unpacker<'a> {
         Ok(Self {
             expect,
             limits,
+            contents,
             writer,
             state: Rc::default(),
             header_budget,
@@ -373,7 +413,7 @@ impl<'a> Unpacker<'a> {
         }
         self.expect.signed.agree(&manifest)?;
         self.writer
-            .write_file(MANIFEST_NAME, &mut bytes.as_slice(), size, 0o644)
+            .write_file(MANIFEST_NAME, &mut bytes.as_slice(), size, 0o644, false)
             .map_err(|e| match e {
                 ReadOrWrite::Read(e) => BundleError::io(MANIFEST_NAME, e),
                 ReadOrWrite::Write(e) => e,
@@ -454,7 +494,8 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Streams one payload file, checking its size and hash against the manifest.
+    /// Streams one payload file, checking its size (and hash, unless covered) against the
+    /// manifest.
     fn file<R: Read>(
         &mut self,
         entry: &mut Entry<'_, R>,
@@ -479,7 +520,13 @@ impl<'a> Unpacker<'a> {
         self.writer.ensure_dir(parent)?;
         let copied = self
             .writer
-            .write_file(slot_path, entry, listed.size(), listed.mode())
+            .write_file(
+                slot_path,
+                entry,
+                listed.size(),
+                listed.mode(),
+                self.contents == Contents::HashEachFile,
+            )
             .map_err(|e| match e {
                 ReadOrWrite::Read(e) => self.read_error(e),
                 ReadOrWrite::Write(e) => e,
@@ -489,7 +536,10 @@ impl<'a> Unpacker<'a> {
                 at: format!("inside '{name}'"),
             });
         }
-        if copied.sha256.as_ref() != listed.sha256() {
+        if copied
+            .sha256
+            .is_some_and(|sha256| sha256.as_ref() != listed.sha256())
+        {
             return Err(BundleError::HashMismatch { entry: name });
         }
         Ok(())

@@ -8,9 +8,11 @@
 //! 2. the chosen target's signed facts: product, hardware, security version against the
 //!    installed floor, and not a version that already failed its trial;
 //! 3. while streaming: the target's signed length and SHA-256 ([`crate::verify::TargetReader`])
-//!    and every archive entry against the bundle manifest ([`crate::bundle::unpack`]), which must
-//!    agree with the signed facts;
-//! 4. only then the trial switch ([`BootControl::begin_trial`]).
+//!    and every archive entry's path, type, size and mode against the bundle manifest
+//!    ([`crate::bundle::unpack_signed`]), which must agree with the signed facts;
+//! 4. only then the trial switch ([`BootControl::begin_trial`]);
+//! 5. before the slot first runs, and at every boot: each file's SHA-256 against the manifest
+//!    ([`verify_slot`]); a trial slot that fails it is rolled back, never started.
 //!
 //! A refusal at any step leaves the active slot and the boot state untouched; the inactive slot
 //! may hold a partial payload, which the next attempt empties first.
@@ -312,7 +314,7 @@ impl Updater {
         let (tx, rx) = bundle::chunk_channel(CHANNEL_CHUNKS);
         let limits = self.limits;
         let unpacker =
-            tokio::task::spawn_blocking(move || bundle::unpack(rx, &dir, &expect, &limits));
+            tokio::task::spawn_blocking(move || bundle::unpack_signed(rx, &dir, &expect, &limits));
         let mut download_error = None;
         loop {
             match reader.next_chunk().await {

@@ -160,7 +160,7 @@ pub enum RollbackReason {
     HealthCheckFailed,
     /// An operator asked for it.
     Operator,
-    /// The slot on trial holds nothing runnable.
+    /// The slot on trial holds nothing runnable, or does not verify against its manifest.
     TrialSlotNotRunnable,
 }
 

@@ -1090,7 +1090,7 @@ async fn through_channel(
     let slot = sandbox.slot();
     let (tx, rx) = bundle::chunk_channel(2);
     let unpacker = tokio::task::spawn_blocking(move || {
-        bundle::unpack(rx, &slot, &expect(), &BundleLimits::default())
+        bundle::unpack_signed(rx, &slot, &expect(), &BundleLimits::default())
     });
     for piece in bytes.chunks(chunk) {
         if tx.send(piece.to_vec()).await.is_err() {
@@ -1119,6 +1119,51 @@ async fn streams_a_bundle_through_the_chunk_channel() {
     assert_eq!(
         fs::read(sandbox.slot().join("payload/share/big.bin")).expect("file"),
         big_file()
+    );
+}
+
+/// G045: PL-2-2
+/// A file far larger than the write-back step (4 MiB), whose pages are handed to the disk and
+/// dropped from the cache while it streams, arrives whole.
+#[tokio::test]
+async fn a_large_file_arrives_whole_through_the_early_write_back() {
+    let large: Vec<u8> = (0..20_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut b = BundleBuilder::new(PRODUCT, VERSION, SECURITY_VERSION, HARDWARE);
+    b.file("share/large.bin", 0o444, large.clone());
+    let mut bytes = Vec::new();
+    b.write(&mut bytes).expect("the builder writes a bundle");
+    let (sandbox, result) =
+        through_channel(bytes, 1 << 20, Duration::ZERO, bundle::ChunkSender::finish).await;
+    result.expect("unpacks");
+    let written = fs::read(sandbox.slot().join("payload/share/large.bin")).expect("file");
+    assert!(written == large, "the large file differs");
+    kawal_update::install::verify_slot(&sandbox.slot()).expect("the slot verifies");
+}
+
+/// G045: PL-2-3
+/// On the signed path the whole-bundle hash vouches for the bytes, so a vendor-signed bundle
+/// whose file disagrees with its own manifest is written; the per-file check before any run
+/// (`verify_slot`) is what stops it, and names the file.
+#[tokio::test]
+async fn a_signed_stream_whose_file_disagrees_with_its_manifest_fails_the_slot_check() {
+    let evil = b"\x7fELF malware binary";
+    let mut c = Craft::with_manifest();
+    c.raw(b"payload/bin/kawal", EntryType::Regular, evil);
+    c.payload_except("bin/kawal");
+    let (sandbox, result) = through_channel(
+        c.finish(),
+        4096,
+        Duration::ZERO,
+        bundle::ChunkSender::finish,
+    )
+    .await;
+    result.expect("written: the stream's own check is the signed hash");
+    let why = kawal_update::install::verify_slot(&sandbox.slot()).expect_err("refused");
+    assert!(
+        why.contains("bin/kawal") && why.contains("SHA-256"),
+        "{why}"
     );
 }
 
@@ -1155,7 +1200,7 @@ async fn the_sender_learns_when_the_unpacker_gives_up() {
     let slot = Sandbox::new();
     let path = slot.slot();
     let unpacker = tokio::task::spawn_blocking(move || {
-        bundle::unpack(rx, &path, &expect(), &BundleLimits::default())
+        bundle::unpack_signed(rx, &path, &expect(), &BundleLimits::default())
     });
     let mut closed = false;
     // Garbage is refused at the first header; after that sends fail instead of blocking.

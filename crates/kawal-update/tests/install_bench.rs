@@ -9,14 +9,16 @@
 //! - **plain SHA-256** (aws-lc-rs) of the file, read from disk in 64 KiB chunks;
 //! - **`Updater::apply`** end to end on a fresh device (its own slots and trusted metadata):
 //!   metadata verified, target streamed through its signed length and hash check into the
-//!   unpacker, every payload file hashed against the manifest, written and fsynced into slot B,
-//!   trial begun;
+//!   unpacker ([`kawal_update::bundle::unpack_signed`]: every entry checked against the manifest
+//!   by path, type and size, the signed whole-bundle hash standing for the per-file hashes),
+//!   written with early write-back and fsynced into slot B, trial begun;
 //! - for information, **hash + copy + fsync**: the same read and SHA-256, written to a new file
 //!   and fsynced, the least any installer that hashes once and keeps the data must do;
 //! - for information, the two halves of the apply on their own: **TUF read** (metadata verified,
 //!   then the target read through [`kawal_update::verify::TargetReader`] into a sink: tough's
 //!   file transport and both whole-target hashes) and **unpack** ([`kawal_update::bundle::unpack`]
-//!   straight from the file into an empty slot: per-file hashes, writes, fsyncs).
+//!   straight from the file into an empty slot: the path for input nothing else vouches for,
+//!   with per-file hashes, writes, fsyncs).
 //!
 //! The file is in the page cache for both (it was written moments before; the residency is
 //! printed), so the ratio compares work, not the disk's read speed. Writing into the slot does

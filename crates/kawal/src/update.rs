@@ -98,7 +98,9 @@ fn rollback_reason(r: RollbackReason) -> &'static str {
         RollbackReason::DeadlinePassed => "the health check did not pass within the deadline",
         RollbackReason::HealthCheckFailed => "the health check failed",
         RollbackReason::Operator => "an operator asked for it",
-        RollbackReason::TrialSlotNotRunnable => "the slot on trial holds nothing runnable",
+        RollbackReason::TrialSlotNotRunnable => {
+            "the slot on trial does not verify against its manifest or holds nothing runnable"
+        }
     }
 }
 

@@ -260,6 +260,49 @@ fn tampered_and_foreign_bundles_are_refused_and_nothing_changes() {
     assert!(!refused.is_empty(), "the refusal is logged");
 }
 
+/// G045: PL-2-2, PL-2-3
+/// A vendor-signed bundle whose payload disagrees with its own manifest passes the signature
+/// and whole-bundle checks and is installed, but `kawal boot` checks every file against the
+/// manifest before it runs a slot: the trial is rolled back without running it, the version is
+/// marked failed, and the previous release keeps running.
+#[test]
+fn a_signed_bundle_whose_files_disagree_with_its_manifest_is_never_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vendor = Vendor::new(tmp.path());
+    // The payload executable is nearly all of the bundle: the middle byte is inside it.
+    vendor.release_edited("0.2.0", 1, &["self-test"], |bytes| {
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+    });
+    let mut gw = device(&vendor);
+    let mut api = admin(&gw);
+    let (s, applied) = apply(&mut api);
+    assert_eq!(s, StatusCode::OK, "{applied}");
+    assert_eq!(applied["slot"], "b", "{applied}");
+    let back = wait_state(&mut gw, 90, |v| {
+        v["trial"].is_null()
+            && v["failed_versions"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "0.2.0"))
+    });
+    assert_eq!(back["slot"], "a", "{back}");
+    assert_eq!(back["version"], env!("CARGO_PKG_VERSION"), "{back}");
+    let back = wait_state(&mut gw, 60, |v| v["running_slot"] == "a");
+    assert_eq!(back["security_version"], 0, "{back}");
+    let rolled = gw.events("update.rolled-back");
+    assert!(
+        rolled.iter().any(|e| e["details"]["version"] == "0.2.0"
+            && e["details"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("does not verify"))),
+        "{rolled:?}"
+    );
+    // The slot on trial never ran: nothing of it checked its health or committed.
+    let checked = gw.events("update.health-checked");
+    assert!(checked.is_empty(), "{checked:?}");
+    assert!(gw.events("update.committed").is_empty());
+}
+
 /// The daemon under the `kawal boot --supervise` parent, if it runs.
 fn daemon_pid(gw: &Gateway) -> Option<u32> {
     let sup = gw.pid()?;
