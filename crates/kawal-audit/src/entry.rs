@@ -234,6 +234,17 @@ impl Event {
         self
     }
 
+    /// Whether this event can be appended: `Err(Error::InvalidEvent)` naming the first
+    /// problem, as [`crate::AuditLog::append`] would refuse it. Lets a caller that batches
+    /// events keep one bad event from failing the others.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidEvent`].
+    pub fn validate(&self) -> crate::Result<()> {
+        self.check(false)
+            .map_err(|(field, reason)| crate::Error::InvalidEvent { field, reason })
+    }
+
     /// The first reason this event cannot be logged, as (field, reason).
     pub(crate) fn check(&self, allow_reserved: bool) -> Result<(), (&'static str, &'static str)> {
         if !is_valid_event_name(self.name.as_bytes()) {

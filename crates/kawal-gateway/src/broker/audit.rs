@@ -9,6 +9,8 @@ use super::*;
 /// Audit events queued for the writer thread at most; beyond that they are dropped and
 /// counted ([`Stats::audit_dropped`]) rather than blocking the network.
 pub const AUDIT_QUEUE: usize = 8192;
+/// Audit events written in one commit at most.
+const AUDIT_BATCH: usize = 1024;
 pub use kawal_audit::flood::{
     INDIVIDUAL_PER_WINDOW as AUDIT_INDIVIDUAL_PER_WINDOW,
     SUMMARIES_PER_WINDOW as AUDIT_SUMMARIES_PER_WINDOW, SUMMARY_UIDS as AUDIT_SUMMARY_UIDS,
@@ -57,16 +59,34 @@ impl Auditor {
         let spawned = std::thread::Builder::new()
             .name("kawal-mqtt-audit".into())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    match job {
-                        Job::Event(e) => {
-                            if let Err(err) = log.append(*e) {
-                                tracing::error!(%err, "audit event not written");
-                            }
+                // Everything queued while the last batch was being made durable goes into the
+                // next one: one commit (and one fsync) for many events. Writing them one at a
+                // time cost a commit per connection and per disconnection, a fifth of the
+                // daemon's CPU at 1,600 handshakes/s.
+                while let Ok(first) = rx.recv() {
+                    let mut events = Vec::new();
+                    let mut barriers = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(job) = next {
+                        match job {
+                            Job::Event(e) => match e.validate() {
+                                Ok(()) => events.push(*e),
+                                Err(err) => tracing::error!(%err, "audit event not written"),
+                            },
+                            Job::Barrier(done) => barriers.push(done),
                         }
-                        Job::Barrier(done) => {
-                            let _ = done.send(());
-                        }
+                        next = if events.len() < AUDIT_BATCH {
+                            rx.try_recv().ok()
+                        } else {
+                            None
+                        };
+                    }
+                    if let Err(err) = log.append_batch(events) {
+                        tracing::error!(%err, "audit events not written");
+                    }
+                    // Every event queued before a barrier is in this batch or an earlier one.
+                    for done in barriers {
+                        let _ = done.send(());
                     }
                 }
             });
@@ -131,5 +151,68 @@ impl Auditor {
         for summary in self.flood.roll(now) {
             self.record(summary);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kawal_audit::{AuditOptions, CheckpointSigner, FileAnchorStore, SystemClock};
+    use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, SigningKey};
+    use kawal_crypto::root::RootSecret;
+
+    use super::*;
+
+    struct Signer(SigningKey<AuditSigning>);
+
+    impl CheckpointSigner for Signer {
+        fn sign(&self, msg: &[u8]) -> [u8; 64] {
+            self.0.sign(msg)
+        }
+        fn public_key(&self) -> [u8; 32] {
+            self.0.public_key()
+        }
+        fn key_version(&self) -> u32 {
+            self.0.version()
+        }
+    }
+
+    /// G045: PL-4-1
+    /// Events queued while a commit is in flight share the next commit: 200 connection events
+    /// take a handful of syncs, not 200; an invalid one is dropped alone; all valid ones are
+    /// durable once `flush` returns.
+    #[tokio::test]
+    async fn queued_events_share_one_commit_and_a_bad_one_spoils_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = KeyHierarchy::new(RootSecret::generate().expect("root"));
+        let signer = Signer(
+            keys.signing::<AuditSigning>(&KeyVersion::new(1).expect("version"))
+                .expect("key"),
+        );
+        let log = Arc::new(
+            AuditLog::open(
+                dir.path(),
+                "gw-test",
+                Arc::new(signer),
+                Arc::new(FileAnchorStore::new(dir.path().join("anchor.json"))),
+                Arc::new(SystemClock::new()),
+                AuditOptions::default(),
+            )
+            .expect("audit log"),
+        );
+        let auditor = Auditor::new(Arc::clone(&log), &Settings::default());
+        let before = log.stats();
+        for i in 0..200u32 {
+            auditor.record(Event::new("mqtt.connected", "s1", Outcome::Success).with("n", i));
+            if i == 100 {
+                auditor.record(Event::new("Not A Name", "s1", Outcome::Success));
+            }
+        }
+        auditor.flush().await;
+        let after = log.stats();
+        let batches = after.batches - before.batches;
+        let entries = after.entries - before.entries - (after.checkpoints - before.checkpoints);
+        assert_eq!(entries, 200, "every valid event is written");
+        assert!(batches <= 20, "{batches} commits for 200 events");
+        assert_eq!(auditor.dropped.load(Ordering::Relaxed), 0);
     }
 }
