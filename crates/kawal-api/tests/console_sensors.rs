@@ -19,12 +19,12 @@ use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use kawal_api::sensors::{SensorBackend, SensorError};
 use kawal_api::{AppState, Backend, DeviceFacts, Settings};
-use kawal_audit::{AuditLog, AuditOptions, CheckpointSigner, FileAnchorStore, SystemClock};
+use kawal_audit::{AuditLog, AuditOptions, FileAnchorStore, SystemClock};
 use kawal_auth::accounts::{Directory, DirectoryConfig};
 use kawal_auth::login::Authenticator;
 use kawal_auth::penalty::{PenaltyPolicy, SourcePenalties};
 use kawal_auth::roles::Role;
-use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, Session, SigningKey};
+use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, Session};
 use kawal_crypto::password::Argon2Params;
 use kawal_crypto::root::RootSecret;
 use kawal_crypto::secret::SecretString;
@@ -172,20 +172,6 @@ impl Backend for Device {
     }
 }
 
-struct Signer(SigningKey<AuditSigning>);
-
-impl CheckpointSigner for Signer {
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
-    }
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-    fn key_version(&self) -> u32 {
-        self.0.version()
-    }
-}
-
 /// A logged-in browser: its cookie and the CSRF token its forms carry.
 struct Browser {
     cookie: String,
@@ -243,7 +229,7 @@ impl Console {
         let audit = AuditLog::open(
             tmp.path(),
             UID,
-            Arc::new(Signer(keys.signing::<AuditSigning>(&kv).unwrap())),
+            Arc::new(keys.signing::<AuditSigning>(&kv).unwrap()),
             Arc::new(FileAnchorStore::new(tmp.path().join("anchor.json"))),
             Arc::new(SystemClock::new()),
             AuditOptions::default(),

@@ -44,6 +44,19 @@ pub trait CheckpointSigner: Send + Sync {
     fn key_version(&self) -> u32;
 }
 
+/// The key hierarchy's audit-purpose key signs checkpoints as it is.
+impl CheckpointSigner for kawal_crypto::keys::SigningKey<kawal_crypto::keys::AuditSigning> {
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        Self::sign(self, msg)
+    }
+    fn public_key(&self) -> [u8; 32] {
+        Self::public_key(self)
+    }
+    fn key_version(&self) -> u32 {
+        self.version()
+    }
+}
+
 /// Why a checkpoint signature was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureProblem {

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kawal_audit::{Anchor, AnchorStore, AuditLog, AuditOptions, CheckpointSigner, SystemClock};
-use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, SigningKey};
+use kawal_audit::{Anchor, AnchorStore, AuditLog, AuditOptions, SystemClock};
+use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion};
 use kawal_crypto::root::RootSecret;
 use mqtt_proto::v3::{
     Connack, Connect, ConnectReturnCode, LastWill, Packet, Publish, Suback, Subscribe,
@@ -712,20 +712,6 @@ impl Directory for OneSensor {
     fn seen(&self, _uid: &str) {}
 }
 
-struct Signer(SigningKey<AuditSigning>);
-
-impl CheckpointSigner for Signer {
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
-    }
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-    fn key_version(&self) -> u32 {
-        self.0.version()
-    }
-}
-
 #[derive(Default)]
 struct MemoryAnchor(Mutex<Option<Anchor>>);
 
@@ -760,7 +746,7 @@ impl Harness {
     /// [`SetupError`] when the key, the log, the ACL or the runtime cannot be made.
     pub fn new(dir: &Path) -> Result<Self, SetupError> {
         let keys = KeyHierarchy::new(RootSecret::generate()?);
-        let signer = Signer(keys.signing::<AuditSigning>(&KeyVersion::new(1)?)?);
+        let signer = keys.signing::<AuditSigning>(&KeyVersion::new(1)?)?;
         let audit = Arc::new(AuditLog::open(
             dir,
             "KWL-FUZZ",

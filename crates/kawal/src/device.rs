@@ -11,9 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kawal_audit::{
-    Anchor, AnchorStore, AuditLog, AuditOptions, CheckpointSigner, EntryHash, TrustedKeys,
-};
+use kawal_audit::{Anchor, AnchorStore, AuditLog, AuditOptions, EntryHash, TrustedKeys};
 use kawal_crypto::keys::{AuditSigning, KeyHierarchy, SigningKey};
 use kawal_crypto::password::Argon2Params;
 use kawal_crypto::root::{KekInputs, RootSecret};
@@ -219,20 +217,8 @@ pub fn unseal(
     Ok(KeyHierarchy::new(root))
 }
 
-/// The audit signer over the audit-signing purpose key.
-pub struct AuditSigner(SigningKey<AuditSigning>);
-
-impl CheckpointSigner for AuditSigner {
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
-    }
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-    fn key_version(&self) -> u32 {
-        self.0.version()
-    }
-}
+/// The audit signer: the audit-signing purpose key (it signs checkpoints as it is).
+pub type AuditSigner = SigningKey<AuditSigning>;
 
 /// The audit anchor, kept sealed in the store.
 pub struct StoreAnchor(pub Arc<Store>);
@@ -312,18 +298,16 @@ impl Device {
             .store
             .key_version::<AuditSigning>()
             .or_exit(Exit::DataErr, "key-ring")?;
-        Ok(AuditSigner(
-            self.store
-                .keys()
-                .signing::<AuditSigning>(&kv)
-                .or_exit(Exit::Failure, "audit key")?,
-        ))
+        self.store
+            .keys()
+            .signing::<AuditSigning>(&kv)
+            .or_exit(Exit::Failure, "audit key")
     }
 
     /// Public keys that may have signed this device's checkpoints: current and retired.
     pub fn trusted_audit_keys(&self) -> Result<TrustedKeys> {
         let signer = self.audit_signer()?;
-        let mut keys = TrustedKeys::new().with(signer.key_version(), signer.public_key());
+        let mut keys = TrustedKeys::new().with(signer.version(), signer.public_key());
         for (version, pk) in self
             .store
             .list(tables::AUDIT_KEYS)

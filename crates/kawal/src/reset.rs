@@ -97,7 +97,7 @@ pub fn reset_secure(dir: &Path, yes: bool, passphrase: Option<&SecretString>) ->
             )?;
             log.checkpoint().or_exit(Exit::Io, "final checkpoint")?;
             log.close().or_exit(Exit::Io, "audit log")?;
-            use kawal_audit::{AnchorStore, CheckpointSigner};
+            use kawal_audit::AnchorStore;
             if let Ok(Some(a)) = device::StoreAnchor(dev.store.clone()).load() {
                 receipt.final_checkpoint_seq = Some(a.seq);
                 receipt.final_checkpoint_head = Some(a.head.to_hex());

@@ -156,25 +156,11 @@ impl Auditor {
 
 #[cfg(test)]
 mod tests {
-    use kawal_audit::{AuditOptions, CheckpointSigner, FileAnchorStore, SystemClock};
-    use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, SigningKey};
+    use kawal_audit::{AuditOptions, FileAnchorStore, SystemClock};
+    use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion};
     use kawal_crypto::root::RootSecret;
 
     use super::*;
-
-    struct Signer(SigningKey<AuditSigning>);
-
-    impl CheckpointSigner for Signer {
-        fn sign(&self, msg: &[u8]) -> [u8; 64] {
-            self.0.sign(msg)
-        }
-        fn public_key(&self) -> [u8; 32] {
-            self.0.public_key()
-        }
-        fn key_version(&self) -> u32 {
-            self.0.version()
-        }
-    }
 
     /// G045: PL-4-1
     /// Events queued while a commit is in flight share the next commit: 200 connection events
@@ -184,10 +170,9 @@ mod tests {
     async fn queued_events_share_one_commit_and_a_bad_one_spoils_none() {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = KeyHierarchy::new(RootSecret::generate().expect("root"));
-        let signer = Signer(
-            keys.signing::<AuditSigning>(&KeyVersion::new(1).expect("version"))
-                .expect("key"),
-        );
+        let signer = keys
+            .signing::<AuditSigning>(&KeyVersion::new(1).expect("version"))
+            .expect("key");
         let log = Arc::new(
             AuditLog::open(
                 dir.path(),

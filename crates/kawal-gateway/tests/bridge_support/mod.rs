@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kawal_audit::{AuditLog, AuditOptions, CheckpointSigner, FileAnchorStore, SystemClock};
-use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, SigningKey};
+use kawal_audit::{AuditLog, AuditOptions, FileAnchorStore, SystemClock};
+use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion};
 use kawal_crypto::root::RootSecret;
 use kawal_gateway::bridge::{BridgeSettings, ClientIdentity, parse_frame};
 use kawal_gateway::queue::{Queue, QueueSettings};
@@ -378,21 +378,6 @@ pub async fn publish(tls: &TlsConnector, port: u16, client_id: &str, topic: &str
     let _ = send(&mut s, Packet::Disconnect).await;
 }
 
-/// The audit signer over the audit-signing purpose key.
-struct Signer(SigningKey<AuditSigning>);
-
-impl CheckpointSigner for Signer {
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
-    }
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-    fn key_version(&self) -> u32 {
-        self.0.version()
-    }
-}
-
 /// A gateway's state in a temporary folder: store, queue, audit log.
 pub struct Gateway {
     pub dir: tempfile::TempDir,
@@ -415,10 +400,9 @@ impl Gateway {
             .unwrap(),
         );
         let queue = Queue::open(store.clone(), QueueSettings::default()).unwrap();
-        let signer = Signer(
-            keys.signing::<AuditSigning>(&KeyVersion::new(1).unwrap())
-                .unwrap(),
-        );
+        let signer = keys
+            .signing::<AuditSigning>(&KeyVersion::new(1).unwrap())
+            .unwrap();
         let audit = Arc::new(
             AuditLog::open(
                 dir.path(),

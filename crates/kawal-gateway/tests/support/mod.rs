@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kawal_audit::{AuditLog, AuditOptions, CheckpointSigner, FileAnchorStore, SystemClock};
-use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion, SigningKey};
+use kawal_audit::{AuditLog, AuditOptions, FileAnchorStore, SystemClock};
+use kawal_crypto::keys::{AuditSigning, KeyHierarchy, KeyVersion};
 use kawal_crypto::root::RootSecret;
 use kawal_gateway::acl::AclConfig;
 use kawal_gateway::frame::{self, FrameError};
@@ -237,20 +237,6 @@ impl MemUplink {
     }
 }
 
-struct Signer(SigningKey<AuditSigning>);
-
-impl CheckpointSigner for Signer {
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
-    }
-    fn public_key(&self) -> [u8; 32] {
-        self.0.public_key()
-    }
-    fn key_version(&self) -> u32 {
-        self.0.version()
-    }
-}
-
 /// A running server with everything around it.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -264,10 +250,9 @@ pub struct Fixture {
 
 pub fn open_audit(dir: &std::path::Path) -> Arc<AuditLog> {
     let keys = KeyHierarchy::new(RootSecret::generate().unwrap());
-    let signer = Signer(
-        keys.signing::<AuditSigning>(&KeyVersion::new(1).unwrap())
-            .unwrap(),
-    );
+    let signer = keys
+        .signing::<AuditSigning>(&KeyVersion::new(1).unwrap())
+        .unwrap();
     Arc::new(
         AuditLog::open(
             dir,
