@@ -9,6 +9,23 @@
 
 pub mod rsyslog;
 
+/// Stops `child` the way a service manager would: SIGTERM, so it can save its state and close,
+/// then SIGKILL if it has not exited within `wait`; reaps it either way.
+pub fn stop_gracefully(child: &mut std::process::Child, wait: std::time::Duration) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + wait;
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.wait();
+}
+
 /// A free loopback TCP port for a server the test starts, taken below the kernel's
 /// ephemeral range: a port from `bind(0)` comes from that range, and once released any
 /// outgoing connection of a test running alongside may take it as its local port before the

@@ -163,21 +163,9 @@ input(type="imtcp" port="{port}" ruleset="kawal")
     /// Stops rsyslogd gracefully (SIGTERM: it drains its queue and closes its files), or kills
     /// it after a bound.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + WAIT;
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            crate::stop_gracefully(&mut child, WAIT);
         }
-        let _ = child.wait();
     }
 
     /// The collected lines so far.

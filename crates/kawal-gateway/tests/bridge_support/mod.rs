@@ -174,21 +174,9 @@ impl Mosquitto {
 
     /// Stops the broker cleanly (SIGTERM: it saves its sessions) and waits for it.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + WAIT;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            kawal_testkit::stop_gracefully(&mut child, WAIT);
         }
-        let _ = child.wait();
     }
 
     /// The broker's log so far.
