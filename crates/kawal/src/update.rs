@@ -565,6 +565,8 @@ pub async fn run_trial(
         return;
     }
     let dir = slots.slot_path(trial.slot);
+    // `kawal boot` checked the slot before starting it, but a commit must not rest on how this
+    // process was started: the slot is checked again before its health counts.
     let mut checks: Vec<HealthCheck> = match install::verify_slot(&dir) {
         Ok(m) => m.health().checks().to_vec(),
         Err(why) => {

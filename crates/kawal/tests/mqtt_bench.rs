@@ -214,25 +214,14 @@ impl Rig {
         c: &Cred,
         groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
     ) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in rustls::pki_types::CertificateDer::pem_slice_iter(self.trust.as_bytes()) {
-            roots.add(ca.unwrap()).unwrap();
-        }
-        let chain: Vec<_> =
-            rustls::pki_types::CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
         let provider = rustls::crypto::CryptoProvider {
             kx_groups: groups.to_vec(),
             ..rustls::crypto::aws_lc_rs::default_provider()
         };
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+        let mut cfg =
+            (*kawal::client::sim::sensor_tls_with(&self.trust, &c.cert_pem, &c.key_pem, provider)
+                .unwrap())
+            .clone();
         cfg.resumption = rustls::client::Resumption::disabled();
         Arc::new(cfg)
     }

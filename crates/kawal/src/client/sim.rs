@@ -58,6 +58,22 @@ pub fn sensor_tls(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<rustls::ClientConfig>> {
+    sensor_tls_with(
+        ca_pem,
+        cert_pem,
+        key_pem,
+        rustls::crypto::aws_lc_rs::default_provider(),
+    )
+}
+
+/// Like [`sensor_tls`], with `provider`'s suites and key exchange groups (a benchmark that
+/// must offer what the other side can do).
+pub fn sensor_tls_with(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    provider: rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let c = c.or_exit(Exit::DataErr, "gateway CA")?;
@@ -68,8 +84,7 @@ pub fn sensor_tls(
         .or_exit(Exit::DataErr, "sensor certificate")?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|_| CliError::new(Exit::DataErr, "sensor key unreadable"))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .or_exit(Exit::Failure, "TLS")?
         .with_root_certificates(roots)

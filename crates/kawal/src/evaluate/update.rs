@@ -593,7 +593,7 @@ fn role_line(k: &RoleFacts) -> String {
 fn pl_2_3(u: &UpdateFacts, events: &BTreeMap<String, u64>) -> Finding {
     let mut f = Finding::new("PL-2-3", Verdict::NotMet).evidence(
         "checked before anything is installed",
-        "the repository's TUF metadata (root, timestamp, snapshot, targets), each signed by its role's threshold of keys from the trusted root, never older than the trusted versions and not expired; then the bundle's signed product, hardware and security version; then, while it streams into the inactive slot, its signed length and SHA-256 and every file against its manifest; only then the trial switch",
+        "the repository's TUF metadata (root, timestamp, snapshot, targets), each signed by its role's threshold of keys from the trusted root, never older than the trusted versions and not expired; then the bundle's signed product, hardware and security version; then, while it streams into the inactive slot, its signed length and SHA-256 (which covers every file) and every entry's path, type and size against its manifest; only then the trial switch; and before the slot runs, at every boot, each file's SHA-256 against the manifest",
     );
     let Some(c) = &u.configured else {
         return f.reason(NOT_CONFIGURED);
