@@ -29,6 +29,7 @@ pub mod limits;
 pub mod payload;
 pub mod queue;
 pub mod server;
+pub mod tls;
 pub mod topic;
 
 use bytes::Bytes;

@@ -43,7 +43,6 @@ use rustls::{CertificateError, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::acl::{Acl, AclConfig, AclError, uid_is_safe};
@@ -528,7 +527,7 @@ async fn serve(
     let config = Arc::clone(&shared.tls.read().unwrap_or_else(PoisonError::into_inner));
     // Boxed: the handshake's state (a whole TLS connection) would otherwise size this task
     // for as long as the connection lives, not just for the handshake.
-    let accept = Box::pin(TlsAcceptor::from(config).accept(tcp));
+    let accept = Box::pin(crate::tls::accept(tcp, config));
     let timeout = broker.settings().handshake_timeout;
     let result = tokio::select! {
         r = tokio::time::timeout(timeout, accept) => r,
@@ -541,13 +540,11 @@ async fn serve(
             let (reason, detail) = classify(&e);
             return refuse(reason, &detail);
         }
-        // Boxed: a TLS stream is ~1.2 KiB, and an async fn keeps its arguments in its future
+        // Boxed: a TLS stream is over 1 KiB, and an async fn keeps its arguments in its future
         // (twice, as argument and binding), for the whole life of the connection.
         Ok(Ok(s)) => Box::new(s),
     };
     let leaf = tls
-        .get_ref()
-        .1
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| identity_from_cert(c));

@@ -1,0 +1,304 @@
+//! The sensors' TLS stream (`kawal_gateway::tls`, rustls' unbuffered API) against a rustls
+//! client on loopback: data both ways in every size, the peer's certificate, close_notify and
+//! a bare TCP close, a key update, refused handshakes with their alert, an oversized
+//! handshake, and that an idle connection holds no buffer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failure should stop the test loudly"
+)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kawal_gateway::server::{TlsMaterial, server_config};
+use kawal_gateway::tls::{self, TlsStream};
+use rustls::ServerConfig;
+use support::{Ca, Leaf, connector};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream as ClientStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Pki {
+    ca: Ca,
+    sensor: Leaf,
+    config: Arc<ServerConfig>,
+}
+
+fn pki() -> Pki {
+    let ca = Ca::new("tls stream test CA");
+    let server = ca.server();
+    let material = TlsMaterial {
+        chain: vec![server.cert.clone()],
+        key: server.key(),
+        sensor_roots: vec![ca.cert.clone()],
+        external_roots: Vec::new(),
+        crls: vec![ca.crl(&[])],
+        clock_floor: None,
+    };
+    let config = server_config(&material).unwrap();
+    let sensor = ca.sensor("s-1");
+    Pki { ca, sensor, config }
+}
+
+/// A listener on loopback whose first connection is accepted with `config`.
+async fn serve_one(
+    config: Arc<ServerConfig>,
+) -> (
+    SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<TlsStream>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        tls::accept(tcp, config).await
+    });
+    (addr, task)
+}
+
+async fn connected(p: &Pki) -> (TlsStream, ClientStream<TcpStream>) {
+    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let client = connector(&p.ca, Some(&p.sensor))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let server = tokio::time::timeout(WAIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    (server, client)
+}
+
+/// Reads until `n` bytes have come (bounded by [`WAIT`]).
+async fn read_n<R: AsyncReadExt + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    tokio::time::timeout(WAIT, r.read_exact(&mut got))
+        .await
+        .expect("data in time")
+        .expect("data");
+    got
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Lets the server's reader find the socket empty (so it parks and sheds its buffers).
+async fn park(server: &mut TlsStream) {
+    let mut b = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), server.read(&mut b))
+            .await
+            .is_err(),
+        "nothing should be readable"
+    );
+}
+
+/// G045: DS-1-1, PL-3-1 (threat ST-G-1: memory per idle connection)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_of_every_size_crosses_both_ways_and_an_idle_stream_holds_no_buffer() {
+    let p = pki();
+    let (mut server, mut client) = connected(&p).await;
+    assert_eq!(
+        server.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let leaf = server.peer_certificates().unwrap().first().unwrap().clone();
+    assert_eq!(leaf, p.sensor.cert);
+
+    for n in [1, 100, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 300 * 1024] {
+        // Client to server, in one write.
+        let up = pattern(n, 1);
+        client.write_all(&up).await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(read_n(&mut server, n).await, up, "{n} bytes up");
+
+        // Server to client, in many small writes and some large ones, then one flush.
+        let down = pattern(n, 2);
+        let writer = async {
+            for chunk in down.chunks(1 + n / 7) {
+                server.write_all(chunk).await.unwrap();
+            }
+            server.flush().await.unwrap();
+        };
+        let (_, got) = tokio::join!(writer, read_n(&mut client, n));
+        assert_eq!(got, down, "{n} bytes down");
+    }
+    park(&mut server).await;
+    assert_eq!(server.buffered_capacity(), 0, "an idle stream holds no buffer");
+
+    // Still usable after shedding everything.
+    client.write_all(b"after idle").await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(read_n(&mut server, 10).await, b"after idle");
+}
+
+/// G045: DS-1-1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_notify_reads_as_the_end_and_a_bare_tcp_close_as_an_error() {
+    let p = pki();
+    let (mut server, mut client) = connected(&p).await;
+    client.write_all(b"last words").await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(read_n(&mut server, 10).await, b"last words");
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, server.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    // The server may still answer, then closes with its own close_notify.
+    server.write_all(b"bye").await.unwrap();
+    server.shutdown().await.unwrap();
+    assert_eq!(read_n(&mut client, 3).await, b"bye");
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+
+    let (mut server, client) = connected(&p).await;
+    let (tcp, _) = client.into_inner();
+    drop(tcp);
+    let mut b = [0u8; 8];
+    let e = tokio::time::timeout(WAIT, server.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap_err();
+    // (A reset if the kernel still held unread bytes for the client, such as its ticket.)
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ),
+        "{e:?}"
+    );
+}
+
+/// G045: DS-1-1 (long-lived sensor connections refresh their keys)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_update_from_the_sensor_is_followed_both_ways() {
+    let p = pki();
+    let (mut server, mut client) = connected(&p).await;
+    for round in 0..3u8 {
+        client.get_mut().1.refresh_traffic_keys().unwrap();
+        let up = pattern(5000, round);
+        client.write_all(&up).await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(read_n(&mut server, up.len()).await, up);
+        let down = pattern(7000, round + 10);
+        server.write_all(&down).await.unwrap();
+        server.flush().await.unwrap();
+        assert_eq!(read_n(&mut client, down.len()).await, down);
+    }
+}
+
+/// G045: DS-1-1, AU-3-2 (no certificate, no session; the sensor is told why)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_without_a_client_certificate_fails_with_the_tls_reason_and_an_alert() {
+    let p = pki();
+    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let client = connector(&p.ca, None)
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await;
+    let e = tokio::time::timeout(WAIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .err()
+        .expect("refused");
+    let inner = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .expect("a rustls error");
+    assert_eq!(*inner, rustls::Error::NoCertificatesPresented);
+    // TLS 1.3: the client learns it when it next reads, from the alert.
+    let mut client = client.expect("the client finishes its side first");
+    let mut b = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, client.read(&mut b)).await.unwrap();
+    let msg = read.expect_err("alert").to_string();
+    assert!(msg.contains("CertificateRequired"), "{msg}");
+
+    // A certificate from another CA: refused in the handshake, the client told.
+    let other = Ca::new("another CA").sensor("s-1");
+    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut client = connector(&p.ca, Some(&other))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(WAIT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .err()
+        .expect("refused");
+    assert!(matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_))
+    ));
+    let msg = tokio::time::timeout(WAIT, client.read(&mut b))
+        .await
+        .unwrap()
+        .expect_err("alert")
+        .to_string();
+    assert!(msg.contains("UnknownCA"), "{msg}");
+}
+
+/// A handshake message that never ends is not buffered without end.
+/// G045: PL-1-1, PL-3-1 (threats ST-D-10 and ST-G-1)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_handshake_message_is_refused_within_bounded_memory() {
+    let p = pki();
+    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // A handshake record opening a ClientHello that claims 16 MiB, then more records of it.
+    let mut first = vec![22, 3, 1, 0x40, 0x00, 1, 0xff, 0xff, 0xff];
+    first.resize(5 + 0x4000, 0);
+    let sender = tokio::spawn(async move {
+        let _ = tcp.write_all(&first).await;
+        let mut more = vec![22, 3, 1, 0x40, 0x00];
+        more.resize(5 + 0x4000, 0x41);
+        for _ in 0..64 {
+            if tcp.write_all(&more).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let r = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    assert!(r.is_err(), "an endless handshake must fail");
+    let _ = tokio::time::timeout(WAIT, sender).await;
+}
+
+/// Garbage instead of a ClientHello: an error, never a panic.
+/// G045: PL-1-1 (threat ST-D-10: input validation)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_before_the_handshake_is_an_error() {
+    let p = pki();
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[22, 3, 3, 0, 0][..],
+        &[23, 3, 3, 0, 5, 1, 2, 3, 4, 5][..],
+        &[21, 3, 3, 0, 2, 2, 40][..],
+    ] {
+        let (addr, server) = serve_one(Arc::clone(&p.config)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(garbage).await.unwrap();
+        let r = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+        assert!(r.is_err(), "{garbage:?}");
+    }
+}
