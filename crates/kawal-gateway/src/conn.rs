@@ -176,8 +176,7 @@ pub async fn run<S>(
         drop(tokio::task::spawn_blocking(move || dir.seen(&uid)));
     }
     let (rd, wr) = tokio::io::split(stream);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(write_loop(wr, Arc::clone(&session), stop_rx));
+    let writer = tokio::spawn(write_loop(wr, Arc::clone(&session)));
     session.send(&Packet::Connack(Connack::new(
         false,
         ConnectReturnCode::Accepted,
@@ -200,7 +199,6 @@ pub async fn run<S>(
         session: Arc::clone(&session),
         rd,
         acks: None,
-        closed: session.closed(),
         shutdown,
         keep_alive: Duration::from_millis(u64::from(admitted.keep_alive) * 1500),
         messages: TokenBucket::new(settings.messages, started),
@@ -223,7 +221,7 @@ pub async fn run<S>(
     if let Some(acker) = acker {
         acker.abort();
     }
-    let _ = stop_tx.send(true);
+    session.stop_writer();
     // A slow reader can hold the writer in a write: abort it after the grace.
     let abort = writer.abort_handle();
     if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
@@ -472,11 +470,7 @@ fn publish_will(broker: &Broker, session: &Session, will: &LastWill) {
 }
 
 /// Writes what the session queues, until told to stop.
-async fn write_loop<S: AsyncWrite + Send + 'static>(
-    mut wr: WriteHalf<S>,
-    session: Arc<Session>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn write_loop<S: AsyncWrite + Send + 'static>(mut wr: WriteHalf<S>, session: Arc<Session>) {
     loop {
         let mut batch = session.take_out();
         if batch.is_empty() {
@@ -484,7 +478,7 @@ async fn write_loop<S: AsyncWrite + Send + 'static>(
             tokio::select! {
                 biased;
                 () = session.queued() => continue,
-                _ = stop.changed() => break,
+                () = session.writer_stopped() => break,
             }
         }
         let write = async {
@@ -500,7 +494,7 @@ async fn write_loop<S: AsyncWrite + Send + 'static>(
         let done = tokio::select! {
             biased;
             r = write => r.is_ok(),
-            _ = stop.changed() => false,
+            () = session.writer_stopped() => false,
         };
         if !done {
             // A packet may be half written: write nothing more.
@@ -559,7 +553,6 @@ struct Running<S> {
     /// The PUBACK sender and its task, started at the first QoS 1 publish: a sensor that only
     /// subscribes, or sits idle, costs neither.
     acks: Option<(AckSender, tokio::task::JoinHandle<()>)>,
-    closed: watch::Receiver<Option<CloseReason>>,
     shutdown: watch::Receiver<bool>,
     keep_alive: Duration,
     messages: TokenBucket,
@@ -587,7 +580,7 @@ impl<S: AsyncRead + Unpin> Running<S> {
             let read = tokio::time::timeout(self.keep_alive, frame::read_packet(&mut self.rd, cap));
             let r = tokio::select! {
                 r = read => r,
-                _ = self.closed.changed() => return self.closed_reason(),
+                () = self.session.closed() => return self.closed_reason(),
                 _ = self.shutdown.changed() => return End::Broker(CloseReason::Shutdown),
             };
             let packet = match r {
@@ -700,7 +693,7 @@ impl<S: AsyncRead + Unpin> Running<S> {
             let send = ack_tx.send((pid, answer));
             tokio::select! {
                 r = send => if r.is_err() { return Some(self.closed_reason()) },
-                _ = self.closed.changed() => return Some(self.closed_reason()),
+                () = self.session.closed() => return Some(self.closed_reason()),
             }
         }
         None
@@ -741,7 +734,7 @@ impl<S: AsyncRead + Unpin> Running<S> {
             self.throttled += wait;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = self.closed.changed() => return Some(self.closed_reason()),
+                () = self.session.closed() => return Some(self.closed_reason()),
             }
         }
     }

@@ -136,7 +136,11 @@ async fn data_of_every_size_crosses_both_ways_and_an_idle_stream_holds_no_buffer
         assert_eq!(got, down, "{n} bytes down");
     }
     park(&mut server).await;
-    assert_eq!(server.buffered_capacity(), 0, "an idle stream holds no buffer");
+    assert_eq!(
+        server.buffered_capacity(),
+        0,
+        "an idle stream holds no buffer"
+    );
 
     // Still usable after shedding everything.
     client.write_all(b"after idle").await.unwrap();
@@ -228,7 +232,9 @@ async fn a_handshake_without_a_client_certificate_fails_with_the_tls_reason_and_
     // TLS 1.3: the client learns it when it next reads, from the alert.
     let mut client = client.expect("the client finishes its side first");
     let mut b = [0u8; 1];
-    let read = tokio::time::timeout(WAIT, client.read(&mut b)).await.unwrap();
+    let read = tokio::time::timeout(WAIT, client.read(&mut b))
+        .await
+        .unwrap();
     let msg = read.expect_err("alert").to_string();
     assert!(msg.contains("CertificateRequired"), "{msg}");
 

@@ -401,6 +401,9 @@ fn serve(config: &ValidConfig, passphrase: Option<&SecretString>, demo: bool) ->
     }
 }
 
+/// How often freed heap pages are handed back to the kernel (`kawal_platform::memory::trim`).
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What `serve_until_signal` returns when the tamper response stopped the daemon.
 const TAMPER_STOP: &str = "tamper";
 
@@ -520,6 +523,19 @@ fn serve_until_signal(
             loop {
                 tick.tick().await;
                 flood.roll_flood(std::time::Instant::now());
+            }
+        });
+        // Freed heap pages go back to the kernel every TRIM_EVERY: thousands of sensor
+        // handshakes, or a burst of API requests, leave free pages between the few KiB each
+        // connection keeps (docs/BENCHMARKS.md, memory per idle connection).
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(TRIM_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let started = std::time::Instant::now();
+                let released = tokio::task::spawn_blocking(kawal_platform::memory::trim).await;
+                tracing::debug!(?released, took = ?started.elapsed(), "heap trimmed");
             }
         });
         let router = kawal_api::router(std::sync::Arc::clone(&api.state));

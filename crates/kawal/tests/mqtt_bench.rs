@@ -1033,6 +1033,10 @@ fn bench_mqtt_latency() {
 }
 
 /// 4. Memory per idle connection and 6. the idle daemon's RSS.
+/// How long the memory figure lets each broker settle before it reads the RSS: longer than
+/// kawal's heap trim period (10 s).
+const SETTLE: Duration = Duration::from_secs(11);
+
 #[test]
 #[ignore = "benchmark: scripts/bench.sh mqtt"]
 fn bench_mqtt_memory() {
@@ -1057,6 +1061,8 @@ fn bench_mqtt_memory() {
     let fds_before = open_fds();
     for t in rig.targets() {
         std::thread::sleep(Duration::from_secs(2));
+        // Settled before and after alike: kawal hands freed heap pages back every 10 s.
+        std::thread::sleep(SETTLE);
         let before = rss_kib(t.pid);
         let cpu = CpuMark::new(&t);
         let start = Instant::now();
@@ -1085,7 +1091,7 @@ fn bench_mqtt_memory() {
         });
         let took = start.elapsed().as_secs_f64();
         let (bc, gc) = cpu.take();
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(SETTLE);
         let after = rss_kib(t.pid);
         let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
         eprintln!(
