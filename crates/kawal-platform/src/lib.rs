@@ -14,8 +14,8 @@
 //! Files are read under a [`SysRoot`], so tests run against a fake `/sys`, `/proc` and `/etc`.
 //!
 //! This is the one kawal crate that may hold `unsafe` (ADR 0002): only [`clock`] uses it, to
-//! call `adjtimex(2)` and `clock_gettime(2)`, and [`memory`], to call `mallopt(3)`. Everything
-//! else is safe code.
+//! call `adjtimex(2)` and `clock_gettime(2)`, and [`memory`], to call `mallopt(3)` and
+//! `malloc_trim(3)`. Everything else is safe code.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

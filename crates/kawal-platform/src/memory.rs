@@ -34,6 +34,7 @@ pub fn trim() -> bool {
     allocator(Call::Trim)
 }
 
+#[derive(Clone, Copy)]
 enum Call {
     MmapThreshold(usize),
     ArenaMax(usize),

@@ -1032,11 +1032,11 @@ fn bench_mqtt_latency() {
     }
 }
 
-/// 4. Memory per idle connection and 6. the idle daemon's RSS.
 /// How long the memory figure lets each broker settle before it reads the RSS: longer than
 /// kawal's heap trim period (10 s).
 const SETTLE: Duration = Duration::from_secs(11);
 
+/// 4. Memory per idle connection and 6. the idle daemon's RSS.
 #[test]
 #[ignore = "benchmark: scripts/bench.sh mqtt"]
 fn bench_mqtt_memory() {
