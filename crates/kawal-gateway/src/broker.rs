@@ -199,11 +199,19 @@ impl Session {
     pub(crate) fn stop_writer(&self) {
         lock(&self.out).stopping = true;
         self.stop.notify_waiters();
+        // An idle writer waits in `queued`: a stored permit wakes it even if it is not
+        // waiting yet.
+        self.wake.notify_one();
+    }
+
+    /// Whether [`Session::stop_writer`] was called (the writer only).
+    pub(crate) fn writer_stopping(&self) -> bool {
+        lock(&self.out).stopping
     }
 
     /// Resolves once [`Session::stop_writer`] was called (the writer task only).
     pub(crate) async fn writer_stopped(&self) {
-        wait_for(&self.stop, || lock(&self.out).stopping).await;
+        wait_for(&self.stop, || self.writer_stopping()).await;
     }
 
     /// Queues bytes for the writer; closes the session when its budget is exceeded.

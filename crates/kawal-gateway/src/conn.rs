@@ -40,17 +40,19 @@
 //! - publishes the will on any end but DISCONNECT from the client;
 //! - ends on a malformed packet with `mqtt.malformed`, and never panics.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kawal_audit::{Event, Outcome};
 use mqtt_proto::v3::{
     Connack, Connect, ConnectReturnCode, LastWill, Packet, Publish, Suback, Subscribe,
     SubscribeReturnCode, Unsubscribe,
 };
 use mqtt_proto::{Pid, Protocol, QoS};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::acl::Action;
@@ -107,60 +109,17 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = broker.settings();
-    let cap = settings.max_packet_bytes;
-    let first = tokio::select! {
-        r = tokio::time::timeout(settings.connect_timeout, frame::read_packet(&mut stream, cap)) => r,
-        _ = shutdown.changed() => return,
-    };
-    let connect = match first {
-        Err(_) => {
-            refuse(&broker, &identity, peer, "timeout", "no CONNECT in time");
-            return;
-        }
-        Ok(Err(FrameError::Codec(mqtt_proto::Error::UnexpectedProtocol(p)))) => {
-            let _ =
-                write_connack(&mut stream, ConnectReturnCode::UnacceptableProtocolVersion).await;
-            refuse(
-                &broker,
-                &identity,
-                peer,
-                "protocol",
-                &format!("protocol {p}"),
-            );
-            return;
-        }
-        Ok(Err(e)) if e.is_malformed() => {
-            malformed(&broker, &identity, peer, e.reason(), &e.to_string());
-            return;
-        }
-        Ok(Err(_)) => {
-            refuse(
-                &broker,
-                &identity,
-                peer,
-                "protocol",
-                "closed before CONNECT",
-            );
-            return;
-        }
-        Ok(Ok((Packet::Connect(c), _))) => c,
-        Ok(Ok((other, _))) => {
-            broker.count_malformed();
-            refuse(
-                &broker,
-                &identity,
-                peer,
-                "protocol",
-                &format!("{:?} before CONNECT", other.get_type()),
-            );
-            return;
-        }
-    };
-    let Some(admitted) = admit(&mut stream, &connect, &identity, peer, &broker).await else {
-        let _ = stream.shutdown().await;
+    // The CONNECT exchange is a future of its own, boxed: its state (the first packet, the
+    // registry's answer) would otherwise size the session's future for the connection's life.
+    let Some(opened) = Box::pin(open(&mut stream, &identity, peer, &broker, &mut shutdown)).await
+    else {
         return;
     };
+    let Opened {
+        admitted,
+        will,
+        clean_session,
+    } = opened;
     let session = match broker.register(&identity, &admitted.role, peer.ip()) {
         Ok(s) => s,
         Err(RegisterError::Clone) => {
@@ -176,7 +135,6 @@ pub async fn run<S>(
         drop(tokio::task::spawn_blocking(move || dir.seen(&uid)));
     }
     let (rd, wr) = tokio::io::split(stream);
-    let writer = tokio::spawn(write_loop(wr, Arc::clone(&session)));
     session.send(&Packet::Connack(Connack::new(
         false,
         ConnectReturnCode::Accepted,
@@ -188,7 +146,7 @@ pub async fn run<S>(
             .with("role", admitted.role.as_str())
             .with("source", peer.to_string())
             .with("keep_alive_s", admitted.keep_alive)
-            .with("clean_session", connect.clean_session),
+            .with("clean_session", clean_session),
     );
     tracing::info!(uid = %identity.uid, %peer, "sensor connected");
 
@@ -201,32 +159,32 @@ pub async fn run<S>(
         acks: None,
         shutdown,
         keep_alive: Duration::from_millis(u64::from(admitted.keep_alive) * 1500),
-        messages: TokenBucket::new(settings.messages, started),
-        bytes: TokenBucket::new(settings.bytes, started),
+        messages: TokenBucket::new(broker.settings().messages, started),
+        bytes: TokenBucket::new(broker.settings().bytes, started),
         throttle_window: started,
         throttled: Duration::ZERO,
         received: 0,
     };
-    let end = s.run().await;
-    let received = s.received;
-    let acker = s.acks.take().map(|(_, task)| task);
-    drop(s);
-
-    if !matches!(end, End::Disconnect)
-        && let Some(will) = &connect.last_will
-    {
-        publish_will(&broker, &session, will);
-    }
-    broker.unregister(&session);
-    if let Some(acker) = acker {
-        acker.abort();
-    }
-    session.stop_writer();
-    // A slow reader can hold the writer in a write: abort it after the grace.
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
-        abort.abort();
-    }
+    let reading = async {
+        let end = s.run().await;
+        let received = s.received;
+        let acker = s.acks.take().map(|(_, task)| task);
+        drop(s);
+        if !matches!(end, End::Disconnect)
+            && let Some(will) = &will
+        {
+            publish_will(&broker, &session, will);
+        }
+        broker.unregister(&session);
+        if let Some(acker) = acker {
+            acker.abort();
+        }
+        session.stop_writer();
+        (end, received)
+    };
+    // Reading and writing share the connection's task (a task of its own per writer cost
+    // every idle sensor ~0.5 KiB); the writer ends within FLUSH_TIMEOUT of the stop.
+    let ((end, received), ()) = tokio::join!(reading, write_loop(wr, &session));
     let outcome = match end {
         End::Disconnect | End::Closed => Outcome::Info,
         _ => Outcome::Failure,
@@ -240,6 +198,73 @@ pub async fn run<S>(
             .with("messages", received),
     );
     tracing::info!(uid = %identity.uid, reason = end.reason(), "sensor disconnected");
+}
+
+/// What an accepted CONNECT leaves for the session.
+struct Opened {
+    admitted: Admitted,
+    will: Option<LastWill>,
+    clean_session: bool,
+}
+
+/// Reads and checks CONNECT (within the connect time-out) and asks the registry; answers and
+/// audits every refusal itself.
+async fn open<S>(
+    stream: &mut S,
+    identity: &Identity,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Opened>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let settings = broker.settings();
+    let cap = settings.max_packet_bytes;
+    let first = tokio::select! {
+        r = tokio::time::timeout(settings.connect_timeout, frame::read_packet(&mut *stream, cap)) => r,
+        _ = shutdown.changed() => return None,
+    };
+    let connect = match first {
+        Err(_) => {
+            refuse(broker, identity, peer, "timeout", "no CONNECT in time");
+            return None;
+        }
+        Ok(Err(FrameError::Codec(mqtt_proto::Error::UnexpectedProtocol(p)))) => {
+            let _ = write_connack(stream, ConnectReturnCode::UnacceptableProtocolVersion).await;
+            refuse(broker, identity, peer, "protocol", &format!("protocol {p}"));
+            return None;
+        }
+        Ok(Err(e)) if e.is_malformed() => {
+            malformed(broker, identity, peer, e.reason(), &e.to_string());
+            return None;
+        }
+        Ok(Err(_)) => {
+            refuse(broker, identity, peer, "protocol", "closed before CONNECT");
+            return None;
+        }
+        Ok(Ok((Packet::Connect(c), _))) => c,
+        Ok(Ok((other, _))) => {
+            broker.count_malformed();
+            refuse(
+                broker,
+                identity,
+                peer,
+                "protocol",
+                &format!("{:?} before CONNECT", other.get_type()),
+            );
+            return None;
+        }
+    };
+    let Some(admitted) = admit(stream, &connect, identity, peer, broker).await else {
+        let _ = stream.shutdown().await;
+        return None;
+    };
+    Some(Opened {
+        admitted,
+        will: connect.last_will,
+        clean_session: connect.clean_session,
+    })
 }
 
 struct Admitted {
@@ -470,47 +495,63 @@ fn publish_will(broker: &Broker, session: &Session, will: &LastWill) {
 }
 
 /// Writes what the session queues, until told to stop.
-async fn write_loop<S: AsyncWrite + Send + 'static>(mut wr: WriteHalf<S>, session: Arc<Session>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, session: &Session) {
     loop {
-        let mut batch = session.take_out();
+        let batch = session.take_out();
         if batch.is_empty() {
             // What was queued before a stop is still written (e.g. a last SUBACK).
-            tokio::select! {
-                biased;
-                () = session.queued() => continue,
-                () = session.writer_stopped() => break,
+            if session.writer_stopping() {
+                break;
             }
+            // Woken by a queued packet and by the stop.
+            session.queued().await;
+            continue;
         }
-        let write = async {
-            while let Some(packet) = batch.pop_front() {
-                wr.write_all(&packet).await?;
-                session.written(packet.len());
-            }
-            wr.flush().await
-        };
-        // The write first: a stop only cuts a write that is stuck on a slow reader. Unbiased,
-        // a stop that came before the writer first ran could drop the dequeued packet (the
-        // CONNACK) and still flush the ones after it (found by the session fuzzer).
-        let done = tokio::select! {
-            biased;
-            r = write => r.is_ok(),
-            () = session.writer_stopped() => false,
-        };
-        if !done {
+        // Boxed: only a session that is writing needs this state; inline, it would size every
+        // idle session's future.
+        if !Box::pin(write_batch(&mut wr, batch, session)).await {
             // A packet may be half written: write nothing more.
             session.writer_gone();
-            let _ = wr.shutdown().await;
+            let _ = Box::pin(tokio::time::timeout(FLUSH_TIMEOUT, wr.shutdown())).await;
             return;
         }
     }
-    // Flush what is already queued (e.g. a last SUBACK) without waiting on a slow reader.
-    for packet in session.take_out() {
-        if wr.write_all(&packet).await.is_err() {
-            break;
+    // Flush what is already queued (e.g. a last SUBACK), within the grace: a slow reader
+    // does not hold the session open.
+    let _ = Box::pin(tokio::time::timeout(FLUSH_TIMEOUT, async {
+        for packet in session.take_out() {
+            if wr.write_all(&packet).await.is_err() {
+                break;
+            }
         }
-    }
+        session.writer_gone();
+        let _ = wr.shutdown().await;
+    }))
+    .await;
     session.writer_gone();
-    let _ = wr.shutdown().await;
+}
+
+/// Writes `batch` and flushes; `false` if the write failed or a stop cut it.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    mut batch: VecDeque<Bytes>,
+    session: &Session,
+) -> bool {
+    let write = async {
+        while let Some(packet) = batch.pop_front() {
+            wr.write_all(&packet).await?;
+            session.written(packet.len());
+        }
+        wr.flush().await
+    };
+    // The write first: a stop only cuts a write that is stuck on a slow reader. Unbiased,
+    // a stop that came before the writer first ran could drop the dequeued packet (the
+    // CONNACK) and still flush the ones after it (found by the session fuzzer).
+    tokio::select! {
+        biased;
+        r = write => r.is_ok(),
+        () = session.writer_stopped() => false,
+    }
 }
 
 /// Sends PUBACKs in order as the uplink confirms; on a refusal, closes the session.
@@ -690,10 +731,23 @@ impl<S: AsyncRead + Unpin> Running<S> {
                 ));
                 (tx, task)
             });
-            let send = ack_tx.send((pid, answer));
-            tokio::select! {
-                r = send => if r.is_err() { return Some(self.closed_reason()) },
-                () = self.session.closed() => return Some(self.closed_reason()),
+            match ack_tx.try_send((pid, answer)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Some(self.closed_reason()),
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    // Boxed, as in `throttle`: only a sensor whose window is full waits.
+                    let session = &self.session;
+                    let sent = Box::pin(async move {
+                        tokio::select! {
+                            r = ack_tx.send(item) => r.is_ok(),
+                            () = session.closed() => false,
+                        }
+                    })
+                    .await;
+                    if !sent {
+                        return Some(self.closed_reason());
+                    }
+                }
             }
         }
         None
@@ -732,9 +786,18 @@ impl<S: AsyncRead + Unpin> Running<S> {
                 return Some(End::RateLimited);
             }
             self.throttled += wait;
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.session.closed() => return Some(self.closed_reason()),
+            // Boxed: a sleep is a large future, and only a throttled sensor needs one; inline,
+            // it would size every session's future.
+            let session = &self.session;
+            let closed = Box::pin(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => false,
+                    () = session.closed() => true,
+                }
+            })
+            .await;
+            if closed {
+                return Some(self.closed_reason());
             }
         }
     }

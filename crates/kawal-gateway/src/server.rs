@@ -518,30 +518,56 @@ async fn serve(
     handshake: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The handshake is a future of its own: its state (the TLS connection being built, the
+    // handshake's result) would otherwise stay in this task's future, which lives as long as
+    // the connection, and be paid by every idle sensor (~1.4 KiB).
+    let Some((tls, identity)) = authenticate(&shared, tcp, peer, handshake, &mut shutdown).await
+    else {
+        return;
+    };
     let broker = Arc::clone(&shared.broker);
+    drop(shared);
+    conn::run(tls, identity, peer, broker, shutdown).await;
+    drop(permit);
+}
+
+/// Runs the TLS handshake; the verified stream and the identity its certificate proves, or
+/// `None` after the refusal is counted and audited.
+async fn authenticate(
+    shared: &Shared,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    handshake: OwnedSemaphorePermit,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(Box<crate::tls::TlsStream>, Identity)> {
+    let broker = &shared.broker;
     let refuse = |reason: &'static str, detail: &str| {
         broker.count_refused(reason);
         broker.audit().refusal(peer.ip(), reason, Some(detail));
     };
     let _ = tcp.set_nodelay(true);
     let config = Arc::clone(&shared.tls.read().unwrap_or_else(PoisonError::into_inner));
-    // Boxed: the handshake's state (a whole TLS connection) would otherwise size this task
-    // for as long as the connection lives, not just for the handshake.
+    // Boxed: the connection's task is sized by its largest state, and this one (a TLS
+    // connection under construction) is larger than a whole idle session.
     let accept = Box::pin(crate::tls::accept(tcp, config));
     let timeout = broker.settings().handshake_timeout;
     let result = tokio::select! {
         r = tokio::time::timeout(timeout, accept) => r,
-        _ = shutdown.changed() => return,
+        _ = shutdown.changed() => return None,
     };
     drop(handshake);
     let tls = match result {
-        Err(_) => return refuse("timeout", "tls handshake"),
+        Err(_) => {
+            refuse("timeout", "tls handshake");
+            return None;
+        }
         Ok(Err(e)) => {
             let (reason, detail) = classify(&e);
-            return refuse(reason, &detail);
+            refuse(reason, &detail);
+            return None;
         }
-        // Boxed: a TLS stream is over 1 KiB, and an async fn keeps its arguments in its future
-        // (twice, as argument and binding), for the whole life of the connection.
+        // Boxed: a TLS stream is over 1 KiB, and the session's futures hold it for the whole
+        // life of the connection.
         Ok(Ok(s)) => Box::new(s),
     };
     let leaf = tls
@@ -549,15 +575,21 @@ async fn serve(
         .and_then(|c| c.first())
         .map(|c| identity_from_cert(c));
     let identity = match leaf {
-        None => return refuse("no-certificate", "none after handshake"),
-        Some(Err(IdentityError::UnsafeUid | IdentityError::NoUid | IdentityError::Ambiguous)) => {
-            return refuse("bad-certificate", "uid");
+        None => {
+            refuse("no-certificate", "none after handshake");
+            return None;
         }
-        Some(Err(_)) => return refuse("bad-certificate", "invalid"),
+        Some(Err(IdentityError::UnsafeUid | IdentityError::NoUid | IdentityError::Ambiguous)) => {
+            refuse("bad-certificate", "uid");
+            return None;
+        }
+        Some(Err(_)) => {
+            refuse("bad-certificate", "invalid");
+            return None;
+        }
         Some(Ok(id)) => id,
     };
-    conn::run(tls, identity, peer, broker, shutdown).await;
-    drop(permit);
+    Some((tls, identity))
 }
 
 #[cfg(test)]
