@@ -90,6 +90,16 @@ async fn read_n<R: AsyncReadExt + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
     got
 }
 
+/// Asserts that the stream ends cleanly (bounded by [`WAIT`]) with nothing more to read.
+async fn assert_at_the_end<R: AsyncReadExt + Unpin>(r: &mut R) {
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut rest))
+        .await
+        .expect("the end in time")
+        .expect("a clean end");
+    assert!(rest.is_empty(), "{} bytes after the end", rest.len());
+}
+
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| ((i % 251) as u8).wrapping_mul(31).wrapping_add(seed))
@@ -158,22 +168,12 @@ async fn close_notify_reads_as_the_end_and_a_bare_tcp_close_as_an_error() {
     client.write_all(b"last words").await.unwrap();
     client.shutdown().await.unwrap();
     assert_eq!(read_n(&mut server, 10).await, b"last words");
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, server.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
+    assert_at_the_end(&mut server).await;
     // The server may still answer, then closes with its own close_notify.
     server.write_all(b"bye").await.unwrap();
     server.shutdown().await.unwrap();
     assert_eq!(read_n(&mut client, 3).await, b"bye");
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, client.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
+    assert_at_the_end(&mut client).await;
 
     let (mut server, client) = connected(&p).await;
     let (tcp, _) = client.into_inner();
