@@ -541,9 +541,11 @@ async fn authenticate(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(Box<crate::tls::TlsStream>, Identity)> {
     let broker = &shared.broker;
+    // Counts and audits a refusal; `None` for the caller to return.
     let refuse = |reason: &'static str, detail: &str| {
         broker.count_refused(reason);
         broker.audit().refusal(peer.ip(), reason, Some(detail));
+        None
     };
     let _ = tcp.set_nodelay(true);
     let config = Arc::clone(&shared.tls.read().unwrap_or_else(PoisonError::into_inner));
@@ -557,14 +559,10 @@ async fn authenticate(
     };
     drop(handshake);
     let tls = match result {
-        Err(_) => {
-            refuse("timeout", "tls handshake");
-            return None;
-        }
+        Err(_) => return refuse("timeout", "tls handshake"),
         Ok(Err(e)) => {
             let (reason, detail) = classify(&e);
-            refuse(reason, &detail);
-            return None;
+            return refuse(reason, &detail);
         }
         // Boxed: a TLS stream is over 1 KiB, and the session's futures hold it for the whole
         // life of the connection.
@@ -575,18 +573,11 @@ async fn authenticate(
         .and_then(|c| c.first())
         .map(|c| identity_from_cert(c));
     let identity = match leaf {
-        None => {
-            refuse("no-certificate", "none after handshake");
-            return None;
-        }
+        None => return refuse("no-certificate", "none after handshake"),
         Some(Err(IdentityError::UnsafeUid | IdentityError::NoUid | IdentityError::Ambiguous)) => {
-            refuse("bad-certificate", "uid");
-            return None;
+            return refuse("bad-certificate", "uid");
         }
-        Some(Err(_)) => {
-            refuse("bad-certificate", "invalid");
-            return None;
-        }
+        Some(Err(_)) => return refuse("bad-certificate", "invalid"),
         Some(Ok(id)) => id,
     };
     Some((tls, identity))

@@ -16,8 +16,10 @@ use std::task::{Context, Poll, Waker, ready};
 
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, ReadTraffic, UnbufferedStatus,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -150,17 +152,7 @@ impl TlsStream {
                 let step = match state {
                     Err(e) => Err(e),
                     Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                        let mut step = Ok(Step::Again);
-                        while let Some(record) = traffic.next_record() {
-                            match record {
-                                Ok(record) => self.plain.extend_from_slice(record.payload),
-                                Err(e) => {
-                                    step = Err(e);
-                                    break;
-                                }
-                            }
-                        }
-                        step
+                        take_records(&mut traffic, &mut self.plain).map(|()| Step::Again)
                     }
                     Ok(ConnectionState::EncodeTlsData(mut data)) => {
                         append(&mut self.outgoing, RECORD_OVERHEAD, |b| data.encode(b))
@@ -214,20 +206,11 @@ impl TlsStream {
                     // Records the reader has not processed (it processes all it has, so this is
                     // rare): kept for it, and it is woken.
                     Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                        let mut r = None;
-                        while let Some(record) = traffic.next_record() {
-                            match record {
-                                Ok(record) => self.plain.extend_from_slice(record.payload),
-                                Err(e) => {
-                                    r = Some(Err(tls_error(e)));
-                                    break;
-                                }
-                            }
-                        }
+                        let r = take_records(&mut traffic, &mut self.plain).err();
                         if let Some(w) = self.reader.take() {
                             w.wake();
                         }
-                        r
+                        r.map(|e| Err(tls_error(e)))
                     }
                     Ok(ConnectionState::EncodeTlsData(mut d)) => {
                         append(&mut self.outgoing, RECORD_OVERHEAD, |b| d.encode(b))
@@ -344,6 +327,17 @@ impl TlsStream {
             self.sent = 0;
         }
     }
+}
+
+/// Appends the decrypted application data of every record `traffic` has to `plain`.
+fn take_records(
+    traffic: &mut ReadTraffic<'_, '_, ServerConnectionData>,
+    plain: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    while let Some(record) = traffic.next_record() {
+        plain.extend_from_slice(record?.payload);
+    }
+    Ok(())
 }
 
 /// Lets `fill` write at the end of `out`, with `guess` bytes of room or, if rustls says so,

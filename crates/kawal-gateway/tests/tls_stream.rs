@@ -65,19 +65,32 @@ async fn serve_one(
     (addr, task)
 }
 
-async fn connected(p: &Pki) -> (TlsStream, ClientStream<TcpStream>) {
+/// A handshake on loopback: the client, presenting `leaf` if any, over `wrap(tcp)`, against
+/// the server side; what each side came to (the client's side first).
+async fn handshake<IO>(
+    p: &Pki,
+    leaf: Option<&Leaf>,
+    wrap: impl FnOnce(TcpStream) -> IO,
+) -> (
+    std::io::Result<ClientStream<IO>>,
+    std::io::Result<TlsStream>,
+)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (addr, server) = serve_one(Arc::clone(&p.config)).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let client = connector(&p.ca, Some(&p.sensor))
-        .connect("127.0.0.1".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let server = tokio::time::timeout(WAIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    (server, client)
+    tcp.set_nodelay(true).unwrap();
+    let client = connector(&p.ca, leaf)
+        .connect("127.0.0.1".try_into().unwrap(), wrap(tcp))
+        .await;
+    let server = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    (client, server)
+}
+
+async fn connected(p: &Pki) -> (TlsStream, ClientStream<TcpStream>) {
+    let (client, server) = handshake(p, Some(&p.sensor), |tcp| tcp).await;
+    (server.unwrap(), client.unwrap())
 }
 
 /// Reads until `n` bytes have come (bounded by [`WAIT`]).
@@ -215,17 +228,8 @@ async fn a_key_update_from_the_sensor_is_followed_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_without_a_client_certificate_fails_with_the_tls_reason_and_an_alert() {
     let p = pki();
-    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let client = connector(&p.ca, None)
-        .connect("127.0.0.1".try_into().unwrap(), tcp)
-        .await;
-    let e = tokio::time::timeout(WAIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .err()
-        .expect("refused");
+    let (client, server) = handshake(&p, None, |tcp| tcp).await;
+    let e = server.err().expect("refused");
     let inner = e
         .get_ref()
         .and_then(|i| i.downcast_ref::<rustls::Error>())
@@ -242,18 +246,9 @@ async fn a_handshake_without_a_client_certificate_fails_with_the_tls_reason_and_
 
     // A certificate from another CA: refused in the handshake, the client told.
     let other = Ca::new("another CA").sensor("s-1");
-    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut client = connector(&p.ca, Some(&other))
-        .connect("127.0.0.1".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let e = tokio::time::timeout(WAIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .err()
-        .expect("refused");
+    let (client, server) = handshake(&p, Some(&other), |tcp| tcp).await;
+    let mut client = client.unwrap();
+    let e = server.err().expect("refused");
     assert!(matches!(
         e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
         Some(rustls::Error::InvalidCertificate(_))
@@ -360,18 +355,8 @@ impl tokio::io::AsyncWrite for Trickle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_that_arrive_a_few_bytes_at_a_time_are_put_back_together() {
     let p = pki();
-    let (addr, server) = serve_one(Arc::clone(&p.config)).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let mut client = connector(&p.ca, Some(&p.sensor))
-        .connect("127.0.0.1".try_into().unwrap(), Trickle { tcp, step: 0 })
-        .await
-        .unwrap();
-    let mut server = tokio::time::timeout(WAIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (client, server) = handshake(&p, Some(&p.sensor), |tcp| Trickle { tcp, step: 0 }).await;
+    let (mut client, mut server) = (client.unwrap(), server.unwrap());
     let up = pattern(40_000, 3);
     let (w, got) = tokio::join!(
         async {
